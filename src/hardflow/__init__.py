@@ -1,0 +1,3 @@
+"""hardflow: build, prove, audit and run minimal hardened Apache Airflow images."""
+
+__version__ = "0.1.0"

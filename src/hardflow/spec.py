@@ -1,0 +1,380 @@
+"""The image spec: frozen dataclasses, strict TOML loading, the embedded default specs.
+
+Validation is hand-written on purpose: the messages must name the file, the dotted key, what
+was expected and what was found, and unknown keys must be rejected (as apko does). A schema
+library would give generic messages for the same amount of code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import SpecError
+
+SPECS_PACKAGE = "hardflow.specs"
+DEFAULT_SPEC_NAME = "default"
+
+
+@dataclass(frozen=True)
+class DebianSpec:
+    suites: tuple[str, ...]
+    components: tuple[str, ...] = ("main",)
+    architecture: str = "amd64"
+    packages: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+    # An explicit mirror (base URL of the archive) and security mirror; empty = host's apt sources
+    # or the HARDFLOW_DEBIAN_MIRROR / HARDFLOW_DEBIAN_SECURITY_MIRROR environment.
+    mirror: str = ""
+    security_mirror: str = ""
+    keyring: str = "/usr/share/keyrings/debian-archive-keyring.gpg"
+
+
+@dataclass(frozen=True)
+class PythonSpec:
+    version: str
+    requirements: tuple[str, ...] = ()
+    # Platform tag family the wheels must fit: glibc of the Debian release the image uses.
+    glibc: str = "2.41"
+    interpreter: str = ""
+
+    @property
+    def interpreter_path(self) -> str:
+        return self.interpreter or f"/usr/bin/python{self.version}"
+
+
+@dataclass(frozen=True)
+class ExtraFile:
+    dest: str
+    source: str = ""  # path relative to the spec file, or "hardflow:NAME" for a packaged file
+    content: str = ""
+    mode: int = 0o644
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    name: str
+    tag: str
+    debian: DebianSpec
+    python: PythonSpec
+    user: str = "airflow"
+    uid: int = 50000
+    gid: int = 0
+    home: str = "/opt/airflow"
+    workdir: str = "/opt/airflow"
+    env: Mapping[str, str] = field(default_factory=dict)
+    entrypoint: tuple[str, ...] = ()
+    cmd: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    ports: tuple[int, ...] = ()
+    stop_signal: str = "SIGTERM"
+    healthcheck: tuple[str, ...] = ()
+    files: tuple[ExtraFile, ...] = ()
+    source: str = ""  # where the spec was loaded from (not part of the checksum)
+    base_dir: str = ""  # directory relative sources are read from (not part of the checksum)
+
+    @property
+    def reference(self) -> str:
+        return f"{self.name}:{self.tag}"
+
+    def checksum(self) -> str:
+        """sha256 over the canonical JSON of every field that shapes the image."""
+        data = asdict(self)
+        data.pop("source")
+        data.pop("base_dir")
+        data["files"] = [_file_fingerprint(self, f) for f in self.files]
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=_jsonable)
+        return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(type(value).__name__)
+
+
+def _file_fingerprint(spec: ImageSpec, f: ExtraFile) -> dict[str, object]:
+    return {
+        "dest": f.dest,
+        "mode": f.mode,
+        "sha256": hashlib.sha256(read_extra_file(spec, f)).hexdigest(),
+    }
+
+
+def read_extra_file(spec: ImageSpec, f: ExtraFile) -> bytes:
+    if f.content:
+        return f.content.encode()
+    if f.source.startswith("hardflow:"):
+        name = f.source.removeprefix("hardflow:")
+        try:
+            return resources.files("hardflow.image").joinpath(name).read_bytes()
+        except FileNotFoundError:
+            raise SpecError(
+                f"{spec.source}: files: packaged file {f.source!r} does not exist"
+            ) from None
+    path = Path(spec.base_dir, f.source)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SpecError(
+            f"{spec.source}: files: cannot read {f.source!r} for {f.dest}: {exc.strerror}"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+class _Reader:
+    """Typed access to one TOML table that remembers which keys were consumed."""
+
+    def __init__(self, origin: str, table: Mapping[str, Any], prefix: str = "") -> None:
+        self.origin = origin
+        self.table = table
+        self.prefix = prefix
+        self.seen: set[str] = set()
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}{key}"
+
+    def _fail(self, key: str, expected: str, found: object) -> SpecError:
+        return SpecError(
+            f"{self.origin}: key '{self._key(key)}': expected {expected}, "
+            f"found {_describe(found)}"
+        )
+
+    def _get(self, key: str, required: bool) -> Any:
+        self.seen.add(key)
+        if key not in self.table:
+            if required:
+                raise SpecError(f"{self.origin}: missing required key '{self._key(key)}'")
+            return None
+        return self.table[key]
+
+    def string(self, key: str, default: str | None = None, pattern: str | None = None) -> str:
+        value = self._get(key, default is None)
+        if value is None:
+            assert default is not None
+            return default
+        if not isinstance(value, str):
+            raise self._fail(key, "a string", value)
+        if pattern and not re.fullmatch(pattern, value):
+            raise self._fail(key, f"a string matching {pattern}", value)
+        return value
+
+    def integer(self, key: str, default: int, low: int = 0, high: int = 2**32 - 1) -> int:
+        value = self._get(key, False)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._fail(key, "an integer", value)
+        if not low <= value <= high:
+            raise self._fail(key, f"an integer from {low} to {high}", value)
+        return value
+
+    def strings(self, key: str, default: tuple[str, ...] = (), required: bool = False) -> tuple[
+        str, ...
+    ]:
+        value = self._get(key, required)
+        if value is None:
+            return default
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self._fail(key, "an array of strings", value)
+        return tuple(value)
+
+    def integers(self, key: str) -> tuple[int, ...]:
+        value = self._get(key, False)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 < v < 65536 for v in value
+        ):
+            raise self._fail(key, "an array of port numbers (1-65535)", value)
+        return tuple(value)
+
+    def mapping(self, key: str) -> dict[str, str]:
+        value = self._get(key, False)
+        if value is None:
+            return {}
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise self._fail(key, "a table of strings", value)
+        return dict(value)
+
+    def table_(self, key: str, required: bool = True) -> _Reader:
+        value = self._get(key, required)
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise self._fail(key, "a table", value)
+        return _Reader(self.origin, value, f"{self._key(key)}.")
+
+    def tables(self, key: str) -> list[_Reader]:
+        value = self._get(key, False)
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise self._fail(key, "an array of tables ([[files]])", value)
+        return [_Reader(self.origin, v, f"{self._key(key)}[{i}].") for i, v in enumerate(value)]
+
+    def done(self) -> None:
+        unknown = sorted(set(self.table) - self.seen)
+        if unknown:
+            allowed = ", ".join(sorted(self.seen))
+            raise SpecError(
+                f"{self.origin}: unknown key '{self._key(unknown[0])}'",
+                hint=f"allowed keys here: {allowed}",
+            )
+
+
+def _describe(value: object) -> str:
+    kind = {
+        str: "string",
+        int: "integer",
+        float: "float",
+        bool: "boolean",
+        list: "array",
+        dict: "table",
+    }.get(type(value), type(value).__name__)
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{kind} {text}"
+
+
+_NAME = r"[a-z0-9]+(?:[._\-/][a-z0-9]+)*"
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}"
+_PKG = r"[a-z0-9][a-z0-9+.\-]+"
+
+
+def parse_spec(data: Mapping[str, Any], origin: str, base_dir: str = "") -> ImageSpec:
+    top = _Reader(origin, data)
+    name = top.string("name", pattern=_NAME)
+    tag = top.string("tag", pattern=_TAG)
+
+    deb = top.table_("debian")
+    debian = DebianSpec(
+        suites=deb.strings("suites", required=True),
+        components=deb.strings("components", ("main",)),
+        architecture=deb.string("architecture", "amd64", pattern=r"[a-z0-9]+"),
+        packages=deb.strings("packages", required=True),
+        excludes=deb.strings("excludes"),
+        mirror=deb.string("mirror", ""),
+        security_mirror=deb.string("security_mirror", ""),
+        keyring=deb.string("keyring", DebianSpec.keyring),
+    )
+    deb.done()
+    if not debian.suites:
+        raise SpecError(f"{origin}: key 'debian.suites': expected at least one suite, found none")
+    for pkg in (*debian.packages, *debian.excludes):
+        if not re.fullmatch(_PKG, pkg):
+            raise SpecError(
+                f"{origin}: key 'debian.packages': expected Debian package names, found {pkg!r}"
+            )
+
+    py = top.table_("python")
+    python = PythonSpec(
+        version=py.string("version", pattern=r"3\.\d{1,2}"),
+        requirements=py.strings("requirements"),
+        glibc=py.string("glibc", "2.41", pattern=r"2\.\d{1,3}"),
+        interpreter=py.string("interpreter", ""),
+    )
+    py.done()
+
+    img = top.table_("image", required=False)
+    files: list[ExtraFile] = []
+    for f in top.tables("files"):
+        dest = f.string("dest", pattern=r"/[^\0]*")
+        mode_text = f.string("mode", "0644", pattern=r"0?[0-7]{3,4}")
+        extra = ExtraFile(
+            dest=dest,
+            source=f.string("source", ""),
+            content=f.string("content", ""),
+            mode=int(mode_text, 8),
+        )
+        f.done()
+        if bool(extra.source) == bool(extra.content):
+            raise SpecError(
+                f"{origin}: files entry for {dest}: expected exactly one of 'source' or "
+                f"'content', found {'both' if extra.source else 'neither'}"
+            )
+        if ".." in Path(dest).parts:
+            raise SpecError(f"{origin}: files entry {dest!r}: '..' is not allowed in 'dest'")
+        files.append(extra)
+
+    spec = ImageSpec(
+        name=name,
+        tag=tag,
+        debian=debian,
+        python=python,
+        user=img.string("user", "airflow", pattern=r"[a-z_][a-z0-9_\-]{0,31}"),
+        uid=img.integer("uid", 50000, 1, 2**31 - 1),
+        gid=img.integer("gid", 0, 0, 2**31 - 1),
+        home=img.string("home", "/opt/airflow", pattern=r"/[^\0]*"),
+        workdir=img.string("workdir", "/opt/airflow", pattern=r"/[^\0]*"),
+        env=img.mapping("env"),
+        entrypoint=img.strings("entrypoint"),
+        cmd=img.strings("cmd"),
+        labels=img.mapping("labels"),
+        ports=img.integers("ports"),
+        stop_signal=img.string("stop_signal", "SIGTERM", pattern=r"SIG[A-Z0-9]+"),
+        healthcheck=img.strings("healthcheck"),
+        files=tuple(files),
+        source=origin,
+        base_dir=base_dir,
+    )
+    img.done()
+    top.done()
+    return spec
+
+
+def load_spec(path: Path) -> ImageSpec:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot read spec {path}: {exc.strerror}") from None
+    return _parse_text(text, str(path), str(path.parent))
+
+
+def _parse_text(text: str, origin: str, base_dir: str) -> ImageSpec:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{origin}: not valid TOML: {exc}") from None
+    return parse_spec(data, origin, base_dir)
+
+
+def embedded_spec_names() -> list[str]:
+    return sorted(
+        p.name.removesuffix(".toml")
+        for p in resources.files(SPECS_PACKAGE).iterdir()
+        if p.name.endswith(".toml")
+    )
+
+
+def load_embedded(name: str = DEFAULT_SPEC_NAME) -> ImageSpec:
+    path = resources.files(SPECS_PACKAGE).joinpath(f"{name}.toml")
+    if not path.is_file():
+        raise SpecError(
+            f"no embedded spec named {name!r}",
+            hint=f"embedded specs: {', '.join(embedded_spec_names())}",
+        )
+    return _parse_text(path.read_text(encoding="utf-8"), f"<embedded:{name}>", "")
+
+
+def resolve_spec_arg(value: str | None) -> tuple[ImageSpec, Path]:
+    """Spec and the lock path that goes with it, for ``--spec`` (a file or an embedded name)."""
+    if value is None or (not value.endswith(".toml") and value in embedded_spec_names()):
+        name = value or DEFAULT_SPEC_NAME
+        spec = load_embedded(name)
+        lock = Path(str(resources.files(SPECS_PACKAGE).joinpath(f"{name}.lock.json")))
+        return spec, lock
+    path = Path(value)
+    return load_spec(path), path.with_name(path.name.removesuffix(".toml") + ".lock.json")
+
