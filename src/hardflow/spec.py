@@ -84,6 +84,18 @@ class ImageSpec:
     def reference(self) -> str:
         return f"{self.name}:{self.tag}"
 
+    def lock_checksum(self) -> str:
+        """sha256 over the fields a lock is resolved from (Debian and Python inputs).
+
+        Changing image metadata or extra files does not invalidate a lock; changing a package,
+        suite, exclude, requirement or the target Python does.
+        """
+        data = {"debian": asdict(self.debian), "python": asdict(self.python)}
+        for key in ("mirror", "security_mirror", "keyring"):  # where from, not what
+            data["debian"].pop(key)
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
     def checksum(self) -> str:
         """sha256 over the canonical JSON of every field that shapes the image."""
         data = asdict(self)
@@ -112,10 +124,11 @@ def read_extra_file(spec: ImageSpec, f: ExtraFile) -> bytes:
     if f.content:
         return f.content.encode()
     if f.source.startswith("hardflow:"):
+        # a file shipped inside the hardflow package, e.g. "hardflow:image/entrypoint.py"
         name = f.source.removeprefix("hardflow:")
         try:
-            return resources.files("hardflow.image").joinpath(name).read_bytes()
-        except FileNotFoundError:
+            return resources.files("hardflow").joinpath(name).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
             raise SpecError(
                 f"{spec.source}: files: packaged file {f.source!r} does not exist"
             ) from None

@@ -1,0 +1,257 @@
+"""The build pipeline: spec + lock → fetch → assemble → layers → OCI image (+ docker-archive).
+
+Each stage is a function of the previous stage's value. Nothing is written to the output
+directory until every input has been verified and every layer written; the OCI layout and the
+archive are then moved into place atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from . import __version__
+from .fetch import Artifact, Cache, http_get
+from .layers import Layer, write_layer
+from .lock import Lock, atomic_write, check_matches
+from .mirrors import resolve_mirrors
+from .oci import ImageConfig, ImageResult, write_docker_archive, write_oci_layout
+from .progress import NullProgress, Progress
+from .pypi.index import index_config_from_host, wheel_url
+from .rootfs import DebInput, RootFS, WheelInput, assemble
+from .spec import ImageSpec
+
+SOURCE_URL = "https://github.com/hardflow/hardflow"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    out_dir: Path
+    cache: Cache
+    source_date_epoch: int | None = None  # default: from the lock
+    work_dir: Path | None = None  # where staging goes (default: a temp dir beside out_dir)
+    docker_archive: bool = True
+    jobs: int = 8
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    image: ImageResult
+    spec_checksum: str
+    lock_checksum: str
+    source_date_epoch: int
+    debian_packages: int
+    python_packages: int
+    files: int
+    setuid_cleared: tuple[str, ...]
+    pyc_compiled: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, object]:
+        img = self.image
+        return {
+            "reference": img.reference,
+            "manifest_digest": img.manifest_digest,
+            "config_digest": img.config_digest,
+            "oci_layout": str(img.layout_dir),
+            "docker_archive": str(img.archive_path) if img.archive_path else None,
+            "compressed_size": img.compressed_size,
+            "uncompressed_size": img.uncompressed_size,
+            "files": self.files,
+            "debian_packages": self.debian_packages,
+            "python_packages": self.python_packages,
+            "source_date_epoch": self.source_date_epoch,
+            "spec_checksum": self.spec_checksum,
+            "layers": [
+                {
+                    "name": layer.name,
+                    "digest": layer.digest,
+                    "diff_id": layer.diff_id,
+                    "size": layer.size,
+                    "uncompressed_size": layer.uncompressed_size,
+                    "files": layer.file_count,
+                }
+                for layer in img.layers
+            ],
+            "setuid_cleared": list(self.setuid_cleared),
+            "timings_seconds": {k: round(v, 2) for k, v in self.timings.items()},
+        }
+
+
+def fetch_inputs(
+    spec: ImageSpec, lock: Lock, cache: Cache, progress: Progress, jobs: int = 8
+) -> tuple[list[DebInput], list[WheelInput]]:
+    """Every locked .deb and wheel as a verified cache path (sha256 checked before use)."""
+
+    @cache_result
+    def mirrors() -> object:
+        return resolve_mirrors(spec.debian)
+
+    @cache_result
+    def indexes() -> object:
+        return index_config_from_host()
+
+    def deb_urls(filename: str, suite: str) -> Callable[[], Sequence[str]]:
+        return lambda: [f"{mirrors().for_suite(suite)}/{filename}"]  # type: ignore[attr-defined]
+
+    def wheel_urls(name: str, filename: str) -> Callable[[], Sequence[str]]:
+        return lambda: [
+            wheel_url(indexes(), name, filename, lambda u, h: http_get(u, headers=h))  # type: ignore[arg-type]
+        ]
+
+    arts: list[tuple[str, object, Artifact]] = []
+    for d in lock.debs:
+        label = f"{d.name}_{d.version}_{d.architecture}.deb"
+        arts.append(("deb", d, Artifact(label, d.sha256, d.size, deb_urls(d.filename, d.suite))))
+    for w in lock.wheels:
+        arts.append(("whl", w, Artifact(w.filename, w.sha256, w.size, wheel_urls(w.name, w.filename))))
+
+    total = sum(a.size for _, _, a in arts)
+    task = progress.task("download + verify", total=total or None, bytes_=True)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        paths = list(pool.map(lambda item: cache.get(item[2], task.advance), arts))
+    task.finish()
+    debs = [DebInput(d, p) for (kind, d, _), p in zip(arts, paths, strict=True) if kind == "deb"]
+    wheels = [WheelInput(w, p) for (kind, w, _), p in zip(arts, paths, strict=True) if kind == "whl"]
+    return debs, wheels  # type: ignore[arg-type]
+
+
+def cache_result(fn: Callable[[], object]) -> Callable[[], object]:
+    return cache(fn)
+
+
+def image_config(spec: ImageSpec, sde: int, rootfs: RootFS, lock: Lock) -> ImageConfig:
+    env = dict(spec.env)
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin")
+    history = tuple(
+        f"hardflow {__version__}: {layer.name} ({len(layer.paths)} paths)" for layer in rootfs.layers
+    )
+    return ImageConfig(
+        user=f"{spec.uid}:{spec.gid}",
+        env=tuple(f"{k}={v}" for k, v in sorted(env.items())),
+        entrypoint=spec.entrypoint,
+        cmd=spec.cmd,
+        workdir=spec.workdir,
+        exposed_ports=tuple(f"{p}/tcp" for p in spec.ports),
+        labels=image_labels(spec, sde, lock),
+        stop_signal=spec.stop_signal,
+        healthcheck=spec.healthcheck or None,
+        volumes=(),
+        created=sde,
+        architecture=spec.debian.architecture,
+        history=history,
+    )
+
+
+def image_labels(spec: ImageSpec, sde: int, lock: Lock) -> dict[str, str]:
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(sde))
+    labels = {
+        "org.opencontainers.image.title": spec.name,
+        "org.opencontainers.image.version": spec.tag,
+        "org.opencontainers.image.created": created,
+        "org.opencontainers.image.revision": spec.checksum(),
+        "org.opencontainers.image.source": SOURCE_URL,
+        "org.opencontainers.image.base.name": "scratch",
+        "dev.hardflow.lock.checksum": lock.spec_checksum,
+        "dev.hardflow.builder": f"hardflow {__version__}",
+    }
+    labels.update(spec.labels)
+    return labels
+
+
+def build(
+    spec: ImageSpec,
+    lock: Lock,
+    lock_path: Path,
+    options: BuildOptions,
+    progress: Progress | None = None,
+) -> BuildResult:
+    progress = progress or NullProgress()
+    check_matches(lock, spec.lock_checksum(), lock_path)
+    sde = options.source_date_epoch if options.source_date_epoch is not None else (
+        lock.source_date_epoch
+    )
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+
+    debs, wheels = fetch_inputs(spec, lock, options.cache, progress, options.jobs)
+    timings["fetch"] = time.monotonic() - t0
+
+    parent = options.work_dir or options.out_dir.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".hardflow-build-", dir=parent))
+    try:
+        t = time.monotonic()
+        tasks: dict[str, object] = {}
+
+        def on_progress(phase: str, done: int, total: int) -> None:
+            task = tasks.get(phase)
+            if task is None:
+                task = tasks[phase] = progress.task(phase, total=total)
+            task.advance(1)  # type: ignore[attr-defined]
+
+        rootfs = assemble(spec, debs, wheels, work / "rootfs", on_progress)
+        for task in tasks.values():
+            task.finish()  # type: ignore[attr-defined]
+        timings["assemble"] = time.monotonic() - t
+
+        t = time.monotonic()
+        total_bytes = sum(
+            (rootfs.root / p).lstat().st_size
+            for layer in rootfs.layers
+            for p in layer.paths
+            if (rootfs.root / p).is_file() and not (rootfs.root / p).is_symlink()
+        )
+        bar = progress.task("write layers (gzip)", total=total_bytes, bytes_=True)
+        blobs = work / "blobs"
+        blobs.mkdir()
+        layers: list[Layer] = [
+            write_layer(rootfs.root, spec_, rootfs.owners, sde, blobs, bar.advance)
+            for spec_ in rootfs.layers
+        ]
+        bar.finish()
+        timings["layers"] = time.monotonic() - t
+
+        t = time.monotonic()
+        config = image_config(spec, sde, rootfs, lock)
+        annotations = {
+            k: v for k, v in config.labels.items() if k.startswith("org.opencontainers.image.")
+        }
+        out = options.out_dir
+        image = write_oci_layout(layers, config, annotations, spec.reference, out / "oci")
+        if options.docker_archive:
+            archive = write_docker_archive(image, out / "docker-archive.tar")
+            image = _with_archive(image, archive)
+        timings["write"] = time.monotonic() - t
+        timings["total"] = time.monotonic() - t0
+        result = BuildResult(
+            image=image,
+            spec_checksum=spec.checksum(),
+            lock_checksum=lock.spec_checksum,
+            source_date_epoch=sde,
+            debian_packages=len(lock.debs),
+            python_packages=len(lock.wheels),
+            files=sum(layer.file_count for layer in layers),
+            setuid_cleared=rootfs.setuid_cleared,
+            pyc_compiled=rootfs.pyc_compiled,
+            timings=timings,
+        )
+        atomic_write(out / "build.json", (json.dumps(result.summary(), indent=2) + "\n").encode())
+        return result
+    finally:
+        if not os.environ.get("HARDFLOW_KEEP_WORK"):
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _with_archive(image: ImageResult, archive: Path) -> ImageResult:
+    from dataclasses import replace
+
+    return replace(image, archive_path=archive)

@@ -1,0 +1,283 @@
+"""Command line: argument parsing and output only. The work happens in the stage modules."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress as RichProgress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+
+from . import __version__
+from .errors import HardflowError
+from .lock import LockDiff
+from .spec import resolve_spec_arg
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+
+class _Task:
+    def __init__(self, bar: RichProgress, task_id: Any) -> None:
+        self.bar, self.id = bar, task_id
+
+    def advance(self, amount: int = 1) -> None:
+        self.bar.advance(self.id, amount)
+
+    def finish(self) -> None:
+        task = self.bar.tasks[self.id] if isinstance(self.id, int) else None
+        if task is not None and task.total is None:
+            self.bar.update(self.id, total=1, completed=1)
+        elif task is not None:
+            self.bar.update(self.id, completed=task.total)
+
+
+class RichReporter:
+    """Implements hardflow.progress.Progress with rich bars on stderr."""
+
+    def __init__(self, bar: RichProgress | None) -> None:
+        self.bar = bar
+
+    def task(self, description: str, total: int | None = None, bytes_: bool = False) -> Any:
+        if self.bar is None:
+            from .progress import NullProgress
+
+            return NullProgress().task(description, total)
+        return _Task(self.bar, self.bar.add_task(description, total=total, bytes_=bytes_))
+
+    def log(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.console.print(message)
+
+
+@contextmanager
+def reporter(enabled: bool) -> Iterator[RichReporter]:
+    if not enabled:
+        yield RichReporter(None)
+        return
+    bar = RichProgress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description:<32}"),
+        BarColumn(),
+        _CountColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
+    with bar:
+        yield RichReporter(bar)
+
+
+class _CountColumn(MofNCompleteColumn):
+    """Bytes for download/compress tasks, counts for the others."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._dl = DownloadColumn()
+        self._speed = TransferSpeedColumn()
+
+    def render(self, task: Any) -> Any:
+        if task.fields.get("bytes_"):
+            return self._dl.render(task)
+        if task.total is None:
+            return ""
+        return super().render(task)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More detail (-vv for debug logs).")
+@click.version_option(__version__, prog_name="hardflow")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
+    """Build, prove, audit and run minimal hardened Apache Airflow images."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    ctx.obj = {"verbose": verbose}
+
+
+spec_option = click.option(
+    "--spec",
+    "spec_arg",
+    metavar="FILE|NAME",
+    help="Spec TOML file, or the name of an embedded spec (default: the embedded 'default').",
+)
+lock_option = click.option(
+    "--lock",
+    "lock_arg",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Lock file (default: beside the spec, SPEC.lock.json).",
+)
+
+
+def _print_diff(diff: LockDiff) -> None:
+    for name, version in diff.added:
+        out.print(f"  [green]+ {name} {version}[/]")
+    for name, version in diff.removed:
+        out.print(f"  [red]- {name} {version}[/]")
+    for name, old, new in diff.changed:
+        out.print(f"  [yellow]~ {name} {old} → {new}[/]")
+
+
+@cli.command()
+@spec_option
+@lock_option
+@click.option("--update", is_flag=True, help="Re-resolve everything to the newest versions.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
+def lock(spec_arg: str | None, lock_arg: Path | None, update: bool, as_json: bool) -> None:
+    """Pin the Debian closure and the Python set (with hashes) into the lock file."""
+    from .locking import make_lock
+
+    spec, lock_path = resolve_spec_arg(spec_arg)
+    lock_path = lock_arg or lock_path
+    with reporter(not as_json) as rep:
+        outcome = make_lock(spec, lock_path, update=update, progress=rep)
+    diff = outcome.diff
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "lock": str(outcome.path),
+                    "up_to_date": outcome.up_to_date,
+                    "debian_packages": len(outcome.lock.debs),
+                    "python_packages": len(outcome.lock.wheels),
+                    "added": [list(x) for x in diff.added],
+                    "removed": [list(x) for x in diff.removed],
+                    "upgraded": [list(x) for x in diff.changed],
+                }
+            )
+        )
+        return
+    if outcome.up_to_date:
+        out.print(f"{outcome.path}: up to date with {spec.source} (use --update to refresh)")
+        return
+    out.print(
+        f"wrote {outcome.path}: {len(outcome.lock.debs)} Debian packages, "
+        f"{len(outcome.lock.wheels)} Python packages (Debian mirror from {outcome.mirrors})"
+    )
+    if diff.empty:
+        out.print("  no version changed")
+    _print_diff(diff)
+
+
+@cli.command()
+@spec_option
+@lock_option
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Output directory (default: ./out/NAME-TAG).",
+)
+@click.option("--offline", is_flag=True, help="Build from the download cache alone.")
+@click.option(
+    "--cache-dir", type=click.Path(path_type=Path, file_okay=False), help="Download cache."
+)
+@click.option("--source-date-epoch", type=int, envvar="SOURCE_DATE_EPOCH", help="Timestamp.")
+@click.option("--load", is_flag=True, help="Load the image into podman or docker.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
+def build(
+    spec_arg: str | None,
+    lock_arg: Path | None,
+    out_dir: Path | None,
+    offline: bool,
+    cache_dir: Path | None,
+    source_date_epoch: int | None,
+    load: bool,
+    as_json: bool,
+) -> None:
+    """Build the image from its spec and lock: an OCI layout and a docker-archive."""
+    from .build import BuildOptions
+    from .build import build as run_build
+    from .fetch import Cache
+    from .lock import read_lock
+
+    spec, lock_path = resolve_spec_arg(spec_arg)
+    lock_path = lock_arg or lock_path
+    locked = read_lock(lock_path)
+    out_dir = out_dir or Path("out") / f"{spec.name.replace('/', '_')}-{spec.tag}"
+    options = BuildOptions(
+        out_dir=out_dir,
+        cache=Cache(cache_dir, offline=offline),
+        source_date_epoch=source_date_epoch,
+    )
+    with reporter(not as_json) as rep:
+        result = run_build(spec, locked, lock_path, options, rep)
+        loaded = None
+        if load:
+            from .engine import detect_engine, load_archive
+
+            engine = detect_engine()
+            assert result.image.archive_path is not None
+            rep.log(f"loading into {engine.name}…")
+            loaded = load_archive(engine, result.image.archive_path)
+    summary = result.summary()
+    summary["loaded"] = loaded
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    img = result.image
+    out.print(f"[bold]{img.reference}[/]  {img.manifest_digest}")
+    out.print(
+        f"  {len(img.layers)} layers, {result.files} files, "
+        f"{_mb(img.uncompressed_size)} uncompressed, {_mb(img.compressed_size)} compressed"
+    )
+    for layer in img.layers:
+        out.print(
+            f"    {layer.name:<16} {_mb(layer.size):>10}  {layer.file_count:>6} files  "
+            f"{layer.digest[:19]}"
+        )
+    out.print(
+        f"  {result.debian_packages} Debian packages, {result.python_packages} Python packages, "
+        f"SOURCE_DATE_EPOCH={result.source_date_epoch}"
+    )
+    out.print(f"  OCI layout:     {img.layout_dir}")
+    if img.archive_path:
+        out.print(f"  docker-archive: {img.archive_path}")
+    if loaded:
+        out.print(f"  loaded as:      {loaded}")
+    out.print(f"  built in {result.timings.get('total', 0):.1f}s")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def main() -> None:
+    try:
+        rv = cli.main(standalone_mode=False)
+        if isinstance(rv, int) and rv:
+            sys.exit(rv)
+    except HardflowError as exc:
+        err.print(f"[bold red]error:[/] {escape(exc.diagnostics())}", highlight=False)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

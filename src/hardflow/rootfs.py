@@ -1,0 +1,449 @@
+"""Assemble the image's file tree from verified packages: the ``assemble`` stage.
+
+Input: the spec, the verified ``.deb`` and wheel files. Output: a :class:`RootFS` — a staging
+directory on disk plus, for every path, its owner and the layer it belongs to. The hardening
+passes of the image contract (DESIGN.md §3) happen here: no docs/man/locales, merged-/usr, no
+setuid/setgid bits, nothing world-writable but ``/tmp``, accounts without writing at run time,
+a generated CA bundle, dpkg ``status.d`` records and Python ``dist-info`` for scanners, and
+``.pyc`` files compiled by the image's own interpreter in unchecked-hash mode.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from .debian.deb import DebContents, read_deb
+from .errors import BuildError
+from .layers import LayerSpec
+from .lock import LockedDeb, LockedWheel
+from .pypi.install import install_wheel
+from .spec import ImageSpec, read_extra_file
+
+LAYER_ORDER = ("debian-base", "python-runtime", "wheels", "airflow", "hardflow")
+MERGED_USR = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+# Package content that no container needs at run time. Copyright files are kept (licences).
+DROP_PREFIXES = (
+    "usr/share/man/",
+    "usr/share/info/",
+    "usr/share/locale/",
+    "usr/share/lintian/",
+    "usr/share/linda/",
+    "usr/share/bug/",
+    "usr/share/doc-base/",
+    "usr/share/gtk-doc/",
+    "usr/share/bash-completion/",
+    "usr/share/menu/",
+    "etc/cron.daily/",
+    "etc/logrotate.d/",
+    "etc/init.d/",
+    "usr/lib/systemd/",
+)
+PYTHON_PACKAGES_PREFIXES = ("python3", "libpython3")
+ProgressFn = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+@dataclass(frozen=True)
+class DebInput:
+    locked: LockedDeb
+    path: Path
+
+
+@dataclass(frozen=True)
+class WheelInput:
+    locked: LockedWheel
+    path: Path
+
+
+@dataclass(frozen=True)
+class RootFS:
+    root: Path
+    owners: dict[str, tuple[int, int]]
+    layers: tuple[LayerSpec, ...]
+    setuid_cleared: tuple[str, ...]
+    dropped_files: int
+    pyc_compiled: int
+    notes: tuple[str, ...] = field(default=())
+
+
+def deb_layer(name: str) -> str:
+    return "python-runtime" if name.startswith(PYTHON_PACKAGES_PREFIXES) else "debian-base"
+
+
+def wheel_layer(name: str) -> str:
+    return "airflow" if name.startswith("apache-airflow") else "wheels"
+
+
+def normalise(path: str) -> str:
+    """Relative, merged-/usr form of a package path ('./bin/bash' → 'usr/bin/bash')."""
+    p = path.lstrip("./") if path.startswith("./") else path.lstrip("/")
+    p = str(PurePosixPath(p)) if p else ""
+    head = p.split("/", 1)[0]
+    if head in MERGED_USR:
+        p = "usr/" + p
+    return "" if p == "." else p
+
+
+def keep_member(path: str) -> bool:
+    if path.startswith(DROP_PREFIXES):
+        return False
+    if path.startswith("usr/share/doc/"):
+        parts = path.split("/")
+        # keep usr/share/doc/<pkg> (a directory or a symlink to another's) and its copyright
+        return len(parts) == 4 or (len(parts) == 5 and parts[4] == "copyright")
+    return True
+
+
+class _Tree:
+    """The staging directory plus per-path owner and layer."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.layer_of: dict[str, str] = {}
+        self.owners: dict[str, tuple[int, int]] = {}
+        self.setuid_cleared: list[str] = []
+        self.dropped = 0
+
+    def _dest(self, rel: str) -> Path:
+        dest = self.root / rel
+        # Defence in depth: read_deb and the wheel installer already reject escapes.
+        if not os.path.abspath(dest).startswith(str(self.root) + os.sep):
+            raise BuildError(f"refusing to write outside the image root: {rel!r}")
+        return dest
+
+    def _parents(self, rel: str, layer: str) -> None:
+        parts = rel.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            d = "/".join(parts[:i])
+            target = self.root / d
+            if target.is_symlink():
+                continue
+            if not target.exists():
+                target.mkdir(mode=0o755)
+                os.chmod(target, 0o755)
+                self.layer_of.setdefault(d, layer)
+
+    def _mode(self, rel: str, mode: int) -> int:
+        if mode & (stat.S_ISUID | stat.S_ISGID) and not stat.S_ISDIR(mode | stat.S_IFREG):
+            self.setuid_cleared.append(rel)
+        mode &= ~(stat.S_ISUID | stat.S_ISGID)
+        if rel != "tmp":
+            mode &= ~0o002
+        return mode
+
+    def _clear(self, dest: Path) -> None:
+        if dest.is_symlink() or dest.is_file():
+            dest.unlink()
+        elif dest.is_dir():
+            shutil.rmtree(dest)
+
+    def file(self, rel: str, data: bytes, mode: int, layer: str) -> None:
+        self._parents(rel, layer)
+        dest = self._dest(rel)
+        if dest.is_symlink() or dest.is_dir():
+            self._clear(dest)
+        dest.write_bytes(data)
+        os.chmod(dest, self._mode(rel, mode) & 0o7777)
+        self.layer_of[rel] = layer
+
+    def symlink(self, rel: str, target: str, layer: str) -> None:
+        self._parents(rel, layer)
+        dest = self._dest(rel)
+        if dest.is_symlink() or dest.exists():
+            if dest.is_dir() and not dest.is_symlink():
+                return  # a real directory wins over a compat symlink to it
+            self._clear(dest)
+        os.symlink(target, dest)
+        self.layer_of[rel] = layer
+
+    def directory(self, rel: str, mode: int, layer: str, owner: tuple[int, int] | None = None) -> None:
+        if not rel:
+            return
+        self._parents(rel, layer)
+        dest = self._dest(rel)
+        if dest.is_symlink():
+            return  # e.g. a package's lib/ dir lands on the merged-/usr symlink
+        if not dest.exists():
+            dest.mkdir()
+        os.chmod(dest, self._mode(rel, mode) & 0o7777 if rel != "tmp" else 0o1777)
+        self.layer_of.setdefault(rel, layer)
+        if owner:
+            self.owners[rel] = owner
+
+    def register(self, rel: str, layer: str) -> None:
+        self.layer_of[rel] = layer
+
+
+def assemble(
+    spec: ImageSpec,
+    debs: Sequence[DebInput],
+    wheels: Sequence[WheelInput],
+    staging: Path,
+    progress: ProgressFn | None = None,
+) -> RootFS:
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    tree = _Tree(staging.resolve())
+    for top in ("bin", "sbin", "lib", "lib64"):
+        tree.directory(f"usr/{top}", 0o755, "debian-base")
+        tree.symlink(top, f"usr/{top}", "debian-base")
+    tree.directory("tmp", 0o1777, "debian-base")
+
+    for i, deb in enumerate(sorted(debs, key=lambda d: d.locked.name)):
+        _unpack_deb(tree, deb, read_deb(deb.path))
+        if progress:
+            progress("unpack debs", i + 1, len(debs))
+    _ca_bundle(tree)
+    _python_runtime(tree, spec)
+
+    for i, whl in enumerate(sorted(wheels, key=lambda w: w.locked.name)):
+        installed = install_wheel(
+            whl.path, tree.root, spec.python.version, spec.python.interpreter_path
+        )
+        for rel in installed.files:
+            tree.register(rel, wheel_layer(whl.locked.name))
+            tree._parents(rel, wheel_layer(whl.locked.name))
+        if progress:
+            progress("install wheels", i + 1, len(wheels))
+
+    _accounts_and_identity(tree, spec)
+    _spec_files(tree, spec)
+    _airflow_home(tree, spec)
+    compiled = compile_bytecode(tree, spec, progress)
+    _normalise_modes(tree)
+
+    by_layer: dict[str, list[str]] = {name: [] for name in LAYER_ORDER}
+    for rel, layer in tree.layer_of.items():
+        by_layer[layer].append(rel)
+    layers = tuple(
+        LayerSpec(name=name, paths=tuple(sorted(paths)))
+        for name, paths in by_layer.items()
+        if paths
+    )
+    return RootFS(
+        root=tree.root,
+        owners=tree.owners,
+        layers=layers,
+        setuid_cleared=tuple(sorted(tree.setuid_cleared)),
+        dropped_files=tree.dropped,
+        pyc_compiled=compiled,
+    )
+
+
+def _unpack_deb(tree: _Tree, deb: DebInput, contents: DebContents) -> None:
+    layer = deb_layer(deb.locked.name)
+    data_of: dict[str, bytes] = {}
+    for m in contents.members:
+        rel = normalise(m.path)
+        if not rel or rel in MERGED_USR:
+            continue
+        if not keep_member(rel):
+            tree.dropped += m.kind == "file"
+            continue
+        if m.kind == "dir":
+            tree.directory(rel, m.mode, layer)
+        elif m.kind == "file":
+            data_of[rel] = m.data
+            tree.file(rel, m.data, m.mode, layer)
+        elif m.kind == "symlink":
+            tree.symlink(rel, m.link, layer)
+        elif m.kind == "hardlink":
+            target = normalise(m.link)
+            if target not in data_of:
+                continue  # its target was dropped (e.g. a doc file): drop the link too
+            tree.file(rel, data_of[target], m.mode, layer)
+    name = deb.locked.name
+    record = status_record(contents.control_text)
+    tree.file(f"var/lib/dpkg/status.d/{name}", record.encode(), 0o644, layer)
+
+
+def status_record(control_text: str) -> str:
+    """A dpkg status stanza (as distroless writes them) from a package's control file."""
+    lines = [ln for ln in control_text.strip("\n").splitlines() if not ln.startswith("Status:")]
+    out: list[str] = []
+    for ln in lines:
+        out.append(ln)
+        if ln.startswith("Package:"):
+            out.append("Status: install ok installed")
+    return "\n".join(out) + "\n"
+
+
+def _ca_bundle(tree: _Tree) -> None:
+    """/etc/ssl/certs/ca-certificates.crt from the package's certificates, in a fixed order."""
+    certs_dir = tree.root / "usr/share/ca-certificates"
+    if not certs_dir.is_dir():
+        return
+    certs = sorted(p for p in certs_dir.rglob("*.crt") if p.is_file())
+    bundle = b"".join(p.read_bytes().rstrip(b"\n") + b"\n" for p in certs)
+    tree.file("etc/ssl/certs/ca-certificates.crt", bundle, 0o644, "debian-base")
+    # OpenSSL's compiled-in defaults (OPENSSLDIR=/usr/lib/ssl) point here; the openssl
+    # package that usually makes these links is excluded.
+    tree.symlink("usr/lib/ssl/certs", "/etc/ssl/certs", "debian-base")
+    tree.symlink("usr/lib/ssl/cert.pem", "/etc/ssl/certs/ca-certificates.crt", "debian-base")
+
+
+def _python_runtime(tree: _Tree, spec: ImageSpec) -> None:
+    interp = spec.python.interpreter_path.lstrip("/")
+    if not (tree.root / interp).exists():
+        raise BuildError(
+            f"the target interpreter {spec.python.interpreter_path} is not in the image",
+            hint=f"add python{spec.python.version} to debian.packages in {spec.source}",
+        )
+    name = PurePosixPath(interp).name
+    for alias in ("usr/bin/python3", "usr/bin/python"):
+        if not (tree.root / alias).exists():
+            tree.symlink(alias, name, "python-runtime")
+
+
+def _accounts_and_identity(tree: _Tree, spec: ImageSpec) -> None:
+    u, home = spec.user, spec.home
+    passwd = (
+        "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+        f"{u}:x:{spec.uid}:{spec.gid}:{u}:{home}:/usr/sbin/nologin\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+    )
+    group = "root:x:0:\n" + (f"{u}:x:{spec.gid}:\n" if spec.gid else "") + "nogroup:x:65534:\n"
+    shadow = f"root:*:0:0:99999:7:::\n{u}:*:0:0:99999:7:::\nnobody:*:0:0:99999:7:::\n"
+    tree.file("etc/passwd", passwd.encode(), 0o644, "hardflow")
+    tree.file("etc/group", group.encode(), 0o644, "hardflow")
+    tree.file("etc/shadow", shadow.encode(), 0o640, "hardflow")
+    tree.file(
+        "etc/nsswitch.conf",
+        b"passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\n"
+        b"protocols: files\nservices: files\n",
+        0o644,
+        "hardflow",
+    )
+    codename = next((s for s in spec.debian.suites if "-" not in s), spec.debian.suites[0])
+    version_id = {"bookworm": "12", "trixie": "13", "forky": "14"}.get(codename, "")
+    os_release = (
+        f'PRETTY_NAME="hardflow {spec.name}:{spec.tag} (Debian GNU/Linux {version_id} '
+        f'({codename}) packages)"\n'
+        'NAME="Debian GNU/Linux"\n'
+        f'VERSION_ID="{version_id}"\n'
+        f'VERSION="{version_id} ({codename})"\n'
+        f"VERSION_CODENAME={codename}\n"
+        "ID=debian\n"
+        "VARIANT=hardflow\n"
+        "VARIANT_ID=hardflow\n"
+    )
+    for loc in ("etc/os-release", "usr/lib/os-release"):
+        if (tree.root / loc).is_symlink():
+            (tree.root / loc).unlink()
+    tree.file("usr/lib/os-release", os_release.encode(), 0o644, "hardflow")
+    tree.symlink("etc/os-release", "../usr/lib/os-release", "hardflow")
+
+
+def _spec_files(tree: _Tree, spec: ImageSpec) -> None:
+    for f in spec.files:
+        rel = f.dest.lstrip("/")
+        tree.file(rel, read_extra_file(spec, f), f.mode, "hardflow")
+        if rel.startswith(spec.home.lstrip("/") + "/"):
+            tree.owners[rel] = (spec.uid, spec.gid)
+
+
+def _airflow_home(tree: _Tree, spec: ImageSpec) -> None:
+    owner = (spec.uid, spec.gid)
+    home = spec.home.lstrip("/")
+    for rel in (home, f"{home}/dags", f"{home}/logs", f"{home}/plugins"):
+        # group rights equal user rights, so an arbitrary UID in GID 0 can write (OpenShift)
+        tree.directory(rel, 0o775, "hardflow", owner)
+        tree.layer_of[rel] = "hardflow"
+
+
+def _normalise_modes(tree: _Tree) -> None:
+    """Files readable by all; nothing world-writable but /tmp; no set-id bits anywhere."""
+    for dirpath, dirnames, filenames in os.walk(tree.root):
+        for name in dirnames + filenames:
+            p = Path(dirpath, name)
+            st = p.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                continue
+            rel = str(p.relative_to(tree.root))
+            mode = stat.S_IMODE(st.st_mode)
+            new = tree._mode(rel, mode) if rel != "tmp" else 0o1777
+            if new != mode:
+                os.chmod(p, new)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bytecode
+
+_COMPILE_SCRIPT = r"""
+import py_compile, sys
+ok = 0
+for line in sys.stdin:
+    path = line.rstrip("\n")
+    try:
+        py_compile.compile(path, doraise=True, quiet=2,
+                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        ok += 1
+    except (py_compile.PyCompileError, SyntaxError, UnicodeDecodeError, ValueError):
+        pass  # files that are not valid Python 3 (templates, test data) stay source-only
+print(ok)
+"""
+
+
+def compile_bytecode(tree: _Tree, spec: ImageSpec, progress: ProgressFn | None) -> int:
+    """Compile every .py with the image's own interpreter, inside the tree (chroot)."""
+    pyver = spec.python.version
+    roots = [f"usr/lib/python{pyver}", f"usr/local/lib/python{pyver}", "usr/local/lib/hardflow"]
+    sources = sorted(
+        str(p.relative_to(tree.root))
+        for r in roots
+        if (tree.root / r).is_dir()
+        for p in (tree.root / r).rglob("*.py")
+        if p.is_file() and not p.is_symlink()
+    )
+    if not sources:
+        return 0
+    # Don't let host-made caches slip in: only bytecode made by the target interpreter counts.
+    for r in roots:
+        for cache in (tree.root / r).rglob("__pycache__") if (tree.root / r).is_dir() else ():
+            shutil.rmtree(cache, ignore_errors=True)
+    jobs = max(1, min(os.cpu_count() or 1, 4))
+    chunks = [sources[i::jobs] for i in range(jobs)]
+    base = ["chroot", str(tree.root)] if os.geteuid() == 0 else [
+        "unshare", "--map-root-user", "chroot", str(tree.root)]
+    argv = [*base, spec.python.interpreter_path, "-I", "-S", "-c", _COMPILE_SCRIPT]
+    env = {"PYTHONHASHSEED": "0", "LANG": "C.UTF-8", "PATH": "/usr/bin"}
+    procs = []
+    try:
+        for chunk in chunks:
+            p = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=env, text=True,
+            )
+            procs.append((p, "".join("/" + s + "\n" for s in chunk)))
+        results = [p.communicate(data) for p, data in procs]
+    except FileNotFoundError as exc:
+        raise BuildError(f"cannot run the image's interpreter to compile bytecode: {exc}") from None
+    for (p, _), (out, err) in zip(procs, results, strict=True):
+        if p.returncode != 0:
+            raise BuildError(
+                f"compiling bytecode with {spec.python.interpreter_path} failed "
+                f"(exit {p.returncode}): {err.strip()[-2000:]}",
+                hint="building needs root or unprivileged user namespaces (unshare -r)",
+            )
+    count = sum(int(out.strip() or 0) for out, _ in results)
+    tag = f"cpython-{pyver.replace('.', '')}"
+    for src in sources:
+        pyc = PurePosixPath(src).parent / "__pycache__" / f"{PurePosixPath(src).stem}.{tag}.pyc"
+        if (tree.root / pyc).exists():
+            layer = tree.layer_of.get(src, "hardflow")
+            tree.register(str(pyc), layer)
+            tree.layer_of.setdefault(str(pyc.parent), layer)
+    if progress:
+        progress("compile bytecode", count, len(sources))
+    return count
+
+
+def count_by_layer(rootfs: RootFS) -> Counter[str]:
+    return Counter({layer.name: len(layer.paths) for layer in rootfs.layers})
