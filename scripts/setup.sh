@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian/Ubuntu machine for hardflow: system packages, podman, a virtualenv.
+# Idempotent; sourced by run-default.sh and test.sh. Needs root or sudo for apt.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+
+need_apt=0
+for cmd in gpgv podman runc python3; do command -v "$cmd" >/dev/null 2>&1 || need_apt=1; done
+[ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need_apt=1
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt=1
+if [ "$need_apt" = 1 ] || [ "${HARDFLOW_FORCE_APT:-0}" = 1 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends \
+    python3 python3-venv python3-pip gpgv gnupg debian-archive-keyring ca-certificates \
+    util-linux >/dev/null
+fi
+$SUDO bash "$HERE/.ci/podman-setup.sh" >/dev/null
+
+VENV="${HARDFLOW_VENV:-$HERE/.venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+"$VENV/bin/python" -m pip install -q -e "$HERE[dev]"
+export PATH="$VENV/bin:$PATH"

@@ -1,0 +1,72 @@
+from pathlib import Path
+
+import pytest
+
+from hardflow.errors import LockError
+from hardflow.lock import (
+    Lock,
+    LockedDeb,
+    LockedSuite,
+    LockedWheel,
+    check_matches,
+    diff_locks,
+    read_lock,
+    write_lock,
+)
+
+
+def deb(name: str, version: str) -> LockedDeb:
+    return LockedDeb(name, version, "amd64", "trixie", f"pool/main/x/{name}.deb", "0" * 64, 1,
+                     name, version)
+
+
+def whl(name: str, version: str) -> LockedWheel:
+    return LockedWheel(name, version, f"{name}-{version}-py3-none-any.whl", "1" * 64, 1)
+
+
+def lock(*items: object, checksum: str = "sha256:abc") -> Lock:
+    return Lock(
+        spec_checksum=checksum,
+        suites=(LockedSuite("trixie", "Sat, 15 Nov 2025 09:00:00 UTC", 1763197200),),
+        debs=tuple(i for i in items if isinstance(i, LockedDeb)),
+        wheels=tuple(i for i in items if isinstance(i, LockedWheel)),
+    )
+
+
+def test_roundtrip_and_sde(tmp_path: Path) -> None:
+    lk = lock(deb("bash", "5.2"), whl("six", "1.0"))
+    path = tmp_path / "x.lock.json"
+    write_lock(lk, path)
+    assert read_lock(path) == lk
+    assert lk.source_date_epoch == 1763197200
+    # deterministic text, no temp files left behind
+    assert path.read_text() == lk.to_json()
+    assert [p.name for p in tmp_path.iterdir()] == ["x.lock.json"]
+
+
+def test_mismatch_says_run_lock(tmp_path: Path) -> None:
+    with pytest.raises(LockError) as exc:
+        check_matches(lock(), "sha256:other", tmp_path / "l.json")
+    assert "hardflow lock" in exc.value.diagnostics()
+
+
+def test_missing_and_malformed(tmp_path: Path) -> None:
+    with pytest.raises(LockError, match="no lock file"):
+        read_lock(tmp_path / "none.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"lock_version": 1, "debs": []}')
+    with pytest.raises(LockError, match="malformed"):
+        read_lock(bad)
+    bad.write_text("{")
+    with pytest.raises(LockError, match="not valid JSON"):
+        read_lock(bad)
+
+
+def test_diff() -> None:
+    old = lock(deb("bash", "5.2"), deb("tini", "0.19"), whl("six", "1.0"))
+    new = lock(deb("bash", "5.3"), whl("six", "1.0"), whl("idna", "3.0"))
+    d = diff_locks(old, new)
+    assert d.added == (("pypi:idna", "3.0"),)
+    assert d.removed == (("deb:tini", "0.19"),)
+    assert d.changed == (("deb:bash", "5.2", "5.3"),)
+    assert diff_locks(new, new).empty
