@@ -203,7 +203,7 @@ def _padding(size: int) -> bytes:
     return b"\0" * (-size % BLOCK)
 
 
-def entry_header(entry: _Entry, mtime: int) -> bytes:
+def _entry_header(entry: _Entry, mtime: int) -> bytes:
     """The header block(s) for one entry: an optional PAX header, then the ustar header."""
     raw_name = _encode(entry.name, "path") + (b"/" if entry.kind == b"5" else b"")
     raw_link = _encode(entry.linkname, "symlink target") if entry.linkname else b""
@@ -375,7 +375,7 @@ def write_layer(
         with os.fdopen(fd, "wb") as fh:
             sink = _Sink(fh, progress)
             for entry in entries:
-                sink.write(entry_header(entry, sde))
+                sink.write(_entry_header(entry, sde))
                 if entry.kind == b"0":
                     _copy_contents(root / entry.name, entry, sink)
             sink.write(b"\0" * (2 * BLOCK))
