@@ -236,7 +236,8 @@ def gpgv_verify(signed: bytes, keyring: Path, what: str) -> str:
             str(signed_path),
         ]
         try:
-            proc = subprocess.run(cmd, capture_output=True, check=False, timeout=120)
+            env = {**os.environ, "LC_ALL": "C", "LANGUAGE": ""}  # reasons in plain English
+            proc = subprocess.run(cmd, capture_output=True, check=False, timeout=120, env=env)
         except FileNotFoundError:
             raise TrustError(
                 f"{what}: gpgv is not installed, so the signature cannot be checked",
