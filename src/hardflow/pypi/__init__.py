@@ -1,0 +1,20 @@
+"""Python packages: lock with uv (``resolve``), locate locked wheels (``index``), install them
+into the image tree for the target interpreter (``install``)."""
+
+from __future__ import annotations
+
+from .index import IndexConfig, default_index_url, index_config_from_host, wheel_url
+from .install import InstalledWheel, install_wheel
+from .resolve import resolve, select_wheel, target_tags
+
+__all__ = [
+    "IndexConfig",
+    "InstalledWheel",
+    "default_index_url",
+    "index_config_from_host",
+    "install_wheel",
+    "resolve",
+    "select_wheel",
+    "target_tags",
+    "wheel_url",
+]
