@@ -133,7 +133,7 @@ def _open_tar(members: list[tuple[str, bytes]], stem: str, origin: str) -> tarfi
                 tarfile.TarError,
             ) as exc:
                 raise ArchiveError(f"{origin}: member {name}: cannot read: {exc}") from None
-    raise ArchiveError(f"{origin}: has no {stem}.tar member")
+    raise ArchiveError(f"{origin}: has no {stem} member")
 
 
 def normalise_member_path(name: str, origin: str) -> str:
@@ -165,7 +165,7 @@ def _read_members(tar: tarfile.TarFile, origin: str) -> tuple[DebMember, ...]:
         path = normalise_member_path(info.name, origin)
         where = f"{origin}: member {info.name!r}"
         mode = info.mode & 0o7777
-        if info.isdev():
+        if info.ischr() or info.isblk():
             log.warning("%s: skipped: device nodes do not belong in an image", where)
             continue
         if not path:
