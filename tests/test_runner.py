@@ -1,0 +1,382 @@
+"""Tests for hardflow.runner: run options, the Airflow REST client against a fake API on
+127.0.0.1, and (marked podman) start / wait_healthy / stop with a tiny busybox image."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import tarfile
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from hardflow import engine as eng
+from hardflow import runner
+from hardflow.engine import Engine
+from hardflow.errors import EngineError
+from hardflow.runner import RunRequest
+
+# --------------------------------------------------------------------------------------------
+# run options (pure)
+
+
+def _pairs(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == flag]
+
+
+def test_run_options_are_hardened_and_mount_home_and_dags(tmp_path: Path) -> None:
+    req = RunRequest(image="localhost/hardflow/airflow:3.3.2", dags=tmp_path, port=18081)
+    argv = eng.run_argv(Engine("podman", "podman"), runner.run_options(req))
+    assert "--read-only" in argv and "--cap-drop=ALL" in argv
+    assert _pairs(argv, "--security-opt") == ["no-new-privileges"]
+    assert _pairs(argv, "--user") == ["50000:0"]
+    assert _pairs(argv, "--tmpfs") == ["/tmp:rw,nosuid,nodev,mode=1777"]
+    assert _pairs(argv, "--publish") == ["127.0.0.1:18081:8080/tcp"]
+    assert _pairs(argv, "--mount") == [
+        "type=volume,source=hardflow-home,target=/opt/airflow",
+        f"type=bind,source={tmp_path.resolve()},target=/opt/airflow/dags,readonly=true",
+    ]
+    assert json.loads(_pairs(argv, "--health-cmd")[0]) == ["/usr/local/bin/hardflow-health"]
+    assert _pairs(argv, "--pids-limit") and _pairs(argv, "--memory")
+    assert argv[-2:] == ["localhost/hardflow/airflow:3.3.2", "standalone"]
+
+
+def test_run_options_volume_follows_container_name() -> None:
+    opts = runner.run_options(RunRequest(image="i", name="af2"))
+    assert dict(opts.volumes) == {"af2-home": "/opt/airflow"}
+    assert opts.binds == ()
+
+
+def test_run_options_rejects_missing_dags_and_bad_port(tmp_path: Path) -> None:
+    with pytest.raises(EngineError, match="DAG folder"):
+        runner.run_options(RunRequest(image="i", dags=tmp_path / "nope"))
+    with pytest.raises(EngineError, match="out of range"):
+        runner.run_options(RunRequest(image="i", port=70000))
+
+
+def test_port_free_detects_a_listener() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert not runner.port_free(port)
+    assert runner.port_free(port)
+
+
+def test_parse_password() -> None:
+    assert runner.parse_password(b'{"admin": "pw1"}\n') == "pw1"
+    with pytest.raises(EngineError, match="no password for user 'admin'"):
+        runner.parse_password(b'{"other": "x"}')
+    with pytest.raises(EngineError, match="not JSON"):
+        runner.parse_password(b"admin:pw")
+
+
+def test_render_log_structured_and_plain() -> None:
+    text = runner.render_log(
+        [{"event": "hello", "timestamp": "T1", "level": "info"}, {"event": "bye"}, "raw line"]
+    )
+    assert text.splitlines() == ["[T1] INFO - hello", "bye", "raw line"]
+    assert runner.render_log(None) == ""
+
+
+# --------------------------------------------------------------------------------------------
+# a fake Airflow 3 API
+
+
+@dataclass
+class FakeAirflow:
+    password: str = "pw"
+    dag_id: str = "example_dag"
+    parse_after: int = 1  # GET /dags/{id} answers 404 this many times first
+    states: list[str] = field(default_factory=lambda: ["queued", "running", "success"])
+    calls: list[tuple[str, str, Any, str | None]] = field(default_factory=list)
+    paused: bool = True
+    token: str = "jwt-abc"
+
+    def handle(self, method: str, path: str, body: Any, auth: str | None) -> tuple[int, Any]:
+        self.calls.append((method, path, body, auth))
+        run_id = "manual__2026-01-01T00:00:00+00:00"
+        dag = f"/api/v2/dags/{self.dag_id}"
+        run = f"{dag}/dagRuns/{run_id}"
+        if path == "/auth/token" and method == "POST":
+            if body != {"username": "admin", "password": self.password}:
+                return 401, {"detail": "Invalid credentials"}
+            return 201, {"access_token": self.token}
+        if auth != f"Bearer {self.token}":
+            return 401, {"detail": "Not authenticated"}
+        if path == dag and method == "GET":
+            if self.parse_after > 0:
+                self.parse_after -= 1
+                return 404, {"detail": "Dag not found"}
+            return 200, {"dag_id": self.dag_id, "is_paused": self.paused}
+        if path == dag and method == "PATCH":
+            self.paused = bool(body["is_paused"])
+            return 200, {"dag_id": self.dag_id, "is_paused": self.paused}
+        if path == f"{dag}/dagRuns" and method == "POST":
+            if self.paused or "logical_date" not in body or body["logical_date"] is not None:
+                return 400, {"detail": "bad trigger"}
+            return 200, {"dag_run_id": run_id, "state": "queued"}
+        if path == run and method == "GET":
+            state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+            return 200, {"dag_run_id": run_id, "state": state}
+        if path == f"{run}/taskInstances":
+            return 200, {
+                "task_instances": [
+                    {"task_id": "hello", "state": "success", "try_number": 1, "map_index": -1},
+                    {"task_id": "skipped", "state": "upstream_failed", "try_number": 0},
+                ],
+                "total_entries": 2,
+            }
+        if path == f"{run}/taskInstances/hello/logs/1":
+            return 200, {"content": [{"event": "Hello from hardflow"}], "continuation_token": None}
+        return 404, {"detail": f"no route {method} {path}"}
+
+
+@pytest.fixture
+def fake_api() -> Iterator[tuple[str, FakeAirflow]]:
+    fake = FakeAirflow()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _do(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            if raw and self.headers.get("Content-Type") != "application/json":
+                self.send_response(415)
+                self.end_headers()
+                return
+            body = json.loads(raw) if raw else None
+            path = unquote(urlsplit(self.path).path)
+            status, doc = fake.handle(self.command, path, body, self.headers.get("Authorization"))
+            data = json.dumps(doc).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PATCH = _do
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", fake
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _no_sleep(_: float) -> None:
+    pass
+
+
+def test_trigger_dag_full_flow(fake_api: tuple[str, FakeAirflow]) -> None:
+    url, fake = fake_api
+    seen: list[str] = []
+    result = runner.trigger_dag(
+        url, "admin", "pw", "example_dag", timeout=30, sleep=_no_sleep, on_progress=seen.append
+    )
+    assert result.ok and result.state == "success"
+    assert result.run_id == "manual__2026-01-01T00:00:00+00:00"
+    assert [t.task_id for t in result.tasks] == ["hello", "skipped"]
+    assert result.tasks[0].log == "Hello from hardflow"
+    assert result.tasks[1].log == ""  # never ran: no log fetched
+    assert not fake.paused
+    methods = [(m, p) for m, p, _, _ in fake.calls]
+    assert methods[0] == ("POST", "/auth/token")
+    # unpaused before triggering
+    assert methods.index(("PATCH", "/api/v2/dags/example_dag")) < methods.index(
+        ("POST", "/api/v2/dags/example_dag/dagRuns")
+    )
+    assert all(auth == "Bearer jwt-abc" for _, p, _, auth in fake.calls if p != "/auth/token")
+    assert any("parse" in s for s in seen)
+
+
+def test_trigger_dag_failed_run_is_returned(fake_api: tuple[str, FakeAirflow]) -> None:
+    url, fake = fake_api
+    fake.states = ["running", "failed"]
+    result = runner.trigger_dag(url, "admin", "pw", "example_dag", timeout=30, sleep=_no_sleep)
+    assert result.state == "failed" and not result.ok
+
+
+def test_trigger_dag_bad_password(fake_api: tuple[str, FakeAirflow]) -> None:
+    url, _ = fake_api
+    with pytest.raises(EngineError, match=r"auth/token answered HTTP 401.*Invalid credentials"):
+        runner.trigger_dag(url, "admin", "wrong", "example_dag", timeout=30, sleep=_no_sleep)
+
+
+def test_trigger_dag_times_out_when_dag_never_appears(fake_api: tuple[str, FakeAirflow]) -> None:
+    url, fake = fake_api
+    fake.parse_after = 10**6
+    ticks = iter(range(0, 10**6, 5))
+    with pytest.raises(EngineError, match="did not appear"):
+        runner.trigger_dag(
+            url, "admin", "pw", "example_dag", timeout=20,
+            sleep=_no_sleep, clock=lambda: float(next(ticks)),
+        )  # fmt: skip
+
+
+def test_trigger_dag_times_out_on_a_stuck_run(fake_api: tuple[str, FakeAirflow]) -> None:
+    url, fake = fake_api
+    fake.parse_after = 0
+    fake.states = ["running"]
+    ticks = iter(range(0, 10**6, 5))
+    with pytest.raises(EngineError, match="did not finish"):
+        runner.trigger_dag(
+            url, "admin", "pw", "example_dag", timeout=20,
+            sleep=_no_sleep, clock=lambda: float(next(ticks)),
+        )  # fmt: skip
+
+
+def test_trigger_dag_unreachable() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(EngineError, match="failed"):
+        runner.trigger_dag(f"http://127.0.0.1:{port}", "admin", "pw", "d", timeout=5)
+
+
+# --------------------------------------------------------------------------------------------
+# real podman: the whole host side with a busybox stand-in for Airflow
+
+
+def _podman_works() -> bool:
+    path = shutil.which("podman")
+    if path is None:
+        return False
+    try:
+        return subprocess.run([path, "info"], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+IMAGE = "localhost/hf-runner-busybox:test"
+# A stand-in entrypoint: writes the password file like the real one, then becomes healthy.
+FAKE_AIRFLOW = (
+    'trap "exit 0" TERM; echo starting; '
+    'echo \'{"admin": "s3cret"}\' > /opt/airflow/simple_auth_manager_passwords.json.generated; '
+    "/bin/busybox sleep 2; echo > /tmp/ok; echo ready; "
+    "while true; do /bin/busybox sleep 1; done"
+)
+
+
+@pytest.fixture(scope="module")
+def podman(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    if not _podman_works() or not Path("/bin/busybox").is_file():
+        pytest.skip("podman or busybox-static is not usable here")
+    engine = eng.detect_engine("podman")
+    rootfs = tmp_path_factory.mktemp("rbb") / "rootfs.tar"
+    with tarfile.open(rootfs, "w") as tar:
+        for d, mode, uid in (("bin", 0o755, 0), ("tmp", 0o1777, 0), ("opt", 0o755, 0),
+                             ("opt/airflow", 0o775, 50000)):  # fmt: skip
+            info = tarfile.TarInfo(d)
+            info.type, info.mode, info.uid = tarfile.DIRTYPE, mode, uid
+            tar.addfile(info)
+        tar.add("/bin/busybox", arcname="bin/busybox")
+    subprocess.run([engine.path, "import", "-q", str(rootfs), IMAGE], check=True,
+                   capture_output=True)  # fmt: skip
+    return engine
+
+
+@pytest.fixture
+def name(podman: Engine) -> Iterator[str]:
+    n = f"hf-run-{uuid.uuid4().hex[:8]}"
+    yield n
+    subprocess.run([podman.path, "rm", "--force", "--time", "0", n], capture_output=True)
+    subprocess.run([podman.path, "volume", "rm", "--force", f"{n}-home"], capture_output=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def _request(name: str, script: str, **kw: Any) -> RunRequest:
+    return RunRequest(
+        image=IMAGE,
+        name=name,
+        port=_free_port(),
+        command=("/bin/busybox", "sh", "-c", script),
+        health_command=("/bin/busybox", "test", "-f", "/tmp/ok"),
+        health_timeout=60,
+        memory="256m",
+        stop_timeout=5,
+        **kw,
+    )
+
+
+@pytest.mark.podman
+def test_start_wait_password_stop(podman: Engine, name: str, tmp_path: Path) -> None:
+    (tmp_path / "dags").mkdir()
+    progress: list[str] = []
+    req = _request(name, FAKE_AIRFLOW, dags=tmp_path / "dags")
+    result = runner.start(podman, req, progress.append)
+    assert result.password == "s3cret"
+    assert result.url == f"http://127.0.0.1:{req.port}"
+    assert result.volume == f"{name}-home"
+    assert result.seconds_to_healthy >= 1.5  # the stand-in sleeps 2 s before it is healthy
+    assert eng.container_state(podman, name).running
+    assert any("waiting" in p for p in progress)
+    assert "ready" in runner.show_logs(podman, name)
+
+    # a second run with the same name is refused with a hint
+    with pytest.raises(EngineError, match="already exists") as info:
+        runner.start(podman, req)
+    assert "hardflow stop" in info.value.diagnostics()
+
+    assert runner.stop_container(podman, name, timeout=5, remove_volume=True) == 0
+    assert not eng.container_exists(podman, name)
+    assert not eng.volume_exists(podman, f"{name}-home")
+
+
+@pytest.mark.podman
+def test_start_refuses_a_taken_port(podman: Engine, name: str) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        req = RunRequest(image=IMAGE, name=name, port=sock.getsockname()[1])
+        with pytest.raises(EngineError, match="already in use"):
+            runner.start(podman, req)
+    assert not eng.container_exists(podman, name)
+
+
+@pytest.mark.podman
+def test_start_reports_early_exit_with_logs(podman: Engine, name: str) -> None:
+    req = _request(name, "echo 'fatal: database is locked' >&2; exit 4")
+    with pytest.raises(EngineError) as info:
+        runner.start(podman, req)
+    msg = info.value.message
+    assert "exit code 4" in msg
+    assert "database is locked" in msg
+
+
+@pytest.mark.podman
+def test_wait_healthy_times_out(podman: Engine, name: str) -> None:
+    req = _request(name, 'trap "exit 0" TERM; while true; do /bin/busybox sleep 1; done')
+    eng.run_container(podman, runner.run_options(req))
+    with pytest.raises(EngineError, match="did not become healthy within 3s"):
+        runner.wait_healthy(podman, name, timeout=3, interval=0.5)
+
+
+@pytest.mark.podman
+def test_missing_image_and_missing_container(podman: Engine, name: str) -> None:
+    with pytest.raises(EngineError, match="not in podman's local storage"):
+        runner.start(podman, RunRequest(image="localhost/hf-nothing:0", name=name))
+    with pytest.raises(EngineError, match="no container named"):
+        runner.stop_container(podman, name)
+    with pytest.raises(EngineError, match="no container named"):
+        runner.show_logs(podman, name)
