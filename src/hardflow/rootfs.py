@@ -338,6 +338,8 @@ def _accounts_and_identity(tree: _Tree, spec: ImageSpec) -> None:
         if (tree.root / loc).is_symlink():
             (tree.root / loc).unlink()
     tree.file("usr/lib/os-release", os_release.encode(), 0o644, "hardflow")
+    if version_id and not (tree.root / "etc/debian_version").exists():
+        tree.file("etc/debian_version", f"{version_id}\n".encode(), 0o644, "hardflow")
     tree.symlink("etc/os-release", "../usr/lib/os-release", "hardflow")
 
 
