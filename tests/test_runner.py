@@ -380,3 +380,15 @@ def test_missing_image_and_missing_container(podman: Engine, name: str) -> None:
         runner.stop_container(podman, name)
     with pytest.raises(EngineError, match="no container named"):
         runner.show_logs(podman, name)
+
+
+@pytest.mark.podman
+def test_attach_streams_until_exit_and_cleans_up(
+    podman: Engine, name: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    req = _request(name, "echo line-one; /bin/busybox sleep 1; echo line-two; exit 5")
+    eng.run_container(podman, runner.run_options(req))
+    assert runner.attach(podman, name, stop_timeout=5) == 5
+    out = capfd.readouterr().out
+    assert "line-one" in out and "line-two" in out
+    assert not eng.container_exists(podman, name)

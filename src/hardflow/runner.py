@@ -136,7 +136,7 @@ def run_options(req: RunRequest) -> RunOptions:
         binds = (BindMount(dags, DAGS_DIR, read_only=True),)
     health = None
     if req.health_command:
-        health = HealthCheck(req.health_command, interval_s=30, timeout_s=30, retries=3,
+        health = HealthCheck(req.health_command, interval_s=10, timeout_s=30, retries=3,
                              start_period_s=120)  # fmt: skip
     return RunOptions(
         image=req.image,
@@ -334,6 +334,28 @@ def stop_container(
             on_progress(f"removing volume {volume_name(name)}")
             eng.volume_remove(engine, volume_name(name))
     return st.exit_code
+
+
+def attach(
+    engine: Engine,
+    name: str,
+    *,
+    stop_timeout: int = 30,
+    remove: bool = True,
+    on_progress: Progress = _quiet,
+) -> int | None:
+    """Foreground ``hardflow run``: stream the logs until the container ends or Ctrl-C.
+
+    On Ctrl-C the container is stopped; either way it is removed (``remove``) while its
+    AIRFLOW_HOME volume is kept. Returns the container's exit code.
+    """
+    try:
+        eng.logs(engine, name, follow=True)
+    except KeyboardInterrupt:
+        on_progress(f"interrupted: stopping {name}")
+    return stop_container(
+        engine, name, timeout=stop_timeout, remove=remove, on_progress=on_progress
+    )
 
 
 def show_logs(engine: Engine, name: str, *, follow: bool = False, tail: int | None = None) -> str:
