@@ -236,7 +236,7 @@ def uv_binary() -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _uv_emitted_indexes(uv: str, cwd: str, uv_env: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+def _uv_emitted_indexes(uv: str, uv_env: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
     del uv_env  # part of the cache key only: uv reads it from the process environment
     with tempfile.TemporaryDirectory(prefix="hardflow-uv-") as tmp:
         req = Path(tmp) / "empty.in"
@@ -246,7 +246,8 @@ def _uv_emitted_indexes(uv: str, cwd: str, uv_env: tuple[tuple[str, str], ...]) 
             "--offline", "--no-progress", "--python", sys.executable,
         ]  # fmt: skip
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=cwd)
+            # In a scratch directory, like `resolve`: project-level uv.toml files are not read.
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=tmp)
         except OSError as exc:
             raise ResolveError(f"cannot run uv ({uv}): {exc}") from None
     if proc.returncode != 0:
@@ -269,7 +270,7 @@ def uv_index_urls() -> tuple[str, ...]:
     ``UV_DEFAULT_INDEX`` or ``uv.toml`` on the host is honoured.
     """
     uv_env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("UV_")))
-    urls = _uv_emitted_indexes(uv_binary(), os.getcwd(), uv_env)
+    urls = _uv_emitted_indexes(uv_binary(), uv_env)
     if not urls:
         raise ResolveError("uv reported no package index (is UV_NO_INDEX set?)")
     return urls
