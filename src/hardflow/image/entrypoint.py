@@ -1,0 +1,879 @@
+"""Container entrypoint of hardflow images (stdlib only; runs on the image's Python).
+
+The entrypoint runs as the child of tini (PID 1).  It prepares the environment, waits for the
+metadata database (and the Celery broker), optionally migrates the database and provisions an
+admin user, then replaces itself with the Airflow process (``os.execvp``): no wrapper is left
+running, Airflow receives the signals tini forwards.
+
+Everything here must work under a read-only root file system, with any UID and GID 0: the only
+places written are ``$AIRFLOW_HOME`` and ``/tmp``.
+"""
+
+from __future__ import annotations
+
+import base64
+import configparser
+import json
+import os
+import pwd
+import secrets
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+PROG = "hardflow-entrypoint"
+DEFAULT_AIRFLOW_HOME = "/opt/airflow"
+DEFAULT_STATE_FILE = "/tmp/hardflow-role"
+STATE_DIR_NAME = ".hardflow"
+
+SIMPLE_AUTH_MANAGER = (
+    "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+)
+SIMPLE_AUTH_ROLES = ("viewer", "user", "op", "admin")
+DEFAULT_CELERY_BROKER = "redis://redis:6379/0"
+
+# Roles a user names as the container's command, and the Airflow arguments they stand for.
+ROLE_COMMANDS: dict[str, tuple[str, ...]] = {
+    "standalone": ("standalone",),
+    "api-server": ("api-server",),
+    "scheduler": ("scheduler",),
+    "dag-processor": ("dag-processor",),
+    "triggerer": ("triggerer",),
+    "celery-worker": ("celery", "worker"),
+    "celery-flower": ("celery", "flower"),
+}
+# Commands executed as they are: no database wait, no migration, no user provisioning.
+PASS_THROUGH = frozenset({"bash", "python", "python3", "python3.13"})
+# Airflow sub-commands that never touch the metadata database.
+NO_DATABASE_COMMANDS = frozenset({"version", "cheat-sheet", "config", "info"})
+CELERY_ROLES = frozenset({"celery-worker", "celery-flower"})
+# ``airflow standalone`` stops its components cleanly on KeyboardInterrupt but dies at once on
+# SIGTERM, orphaning them.  It is therefore started as this program: the same Airflow CLI in the
+# same (exec'd) process, with SIGTERM raising KeyboardInterrupt in the main thread.
+STANDALONE_LAUNCHER = """\
+import signal, sys
+def _stop(signum, frame):
+    raise KeyboardInterrupt
+signal.signal(signal.SIGTERM, _stop)
+sys.argv[0] = "airflow"
+from airflow.__main__ import main
+sys.exit(main())
+"""
+
+# Airflow options whose own name ends in ``_file``: their ``AIRFLOW__..._FILE`` variable is the
+# option itself (a path), not a ``*_FILE`` indirection, and is left alone.
+REAL_FILE_OPTIONS = frozenset(
+    {
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE",
+        "AIRFLOW__API__SSL_CA_FILE",
+        "AIRFLOW__FAB__CONFIG_FILE",
+        "AIRFLOW__WEBSERVER__CONFIG_FILE",
+        "AIRFLOW__KUBERNETES_EXECUTOR__CONFIG_FILE",
+        "AIRFLOW__KUBERNETES_EXECUTOR__POD_TEMPLATE_FILE",
+    }
+)
+# Prefixes of the variables that get ``*_FILE`` indirection.
+FILE_PREFIXES = ("AIRFLOW__", "_AIRFLOW_")
+
+DEFAULT_PORTS: dict[str, int] = {
+    "postgresql": 5432,
+    "postgres": 5432,
+    "mysql": 3306,
+    "mariadb": 3306,
+    "mssql": 1433,
+    "redis": 6379,
+    "rediss": 6379,
+    "sentinel": 26379,
+    "amqp": 5672,
+    "pyamqp": 5672,
+    "amqps": 5671,
+}
+
+
+class EntrypointError(Exception):
+    """A problem the user must fix; printed as one message, exit status 1."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the container will run."""
+
+    role: str  # a ROLE_COMMANDS key, "airflow" (another airflow command) or "exec"
+    argv: tuple[str, ...]  # the argv handed to execvp; argv[0] is looked up in PATH
+    wait_database: bool = False
+    wait_broker: bool = False
+    api_port: int | None = None  # api-server --port/-p given on the command line
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class WaitTarget:
+    """A service to wait for: a label for messages and the endpoints (any one suffices)."""
+
+    label: str
+    endpoints: tuple[Endpoint, ...] = field(default_factory=tuple)
+    skip_reason: str = ""
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+
+
+def log(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def is_true(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def int_env(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise EntrypointError(f"{name} must be an integer, found {raw!r}") from None
+    if value < 0:
+        raise EntrypointError(f"{name} must be >= 0, found {value}")
+    return value
+
+
+def run_command_for_value(name: str, command: str) -> str:
+    """Run a ``*_CMD`` command (split like Airflow does, no shell) and return its stdout."""
+    try:
+        args = shlex.split(command)
+    except ValueError as exc:
+        raise EntrypointError(f"{name}: cannot split the command: {exc}") from None
+    if not args:
+        raise EntrypointError(f"{name} is set but empty")
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EntrypointError(f"{name}: cannot run {args[0]!r}: {exc}") from None
+    if done.returncode != 0:
+        # stderr of a secret command may echo the secret: never print it.
+        raise EntrypointError(f"{name}: {args[0]!r} exited with status {done.returncode}")
+    return done.stdout.rstrip("\r\n")
+
+
+def read_value_file(name: str, path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().rstrip("\r\n")
+    except OSError as exc:
+        raise EntrypointError(f"{name}={path}: cannot read the file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise EntrypointError(f"{name}={path}: the file is not UTF-8 text") from None
+
+
+# --------------------------------------------------------------------------------------------
+# command line → plan
+
+
+def airflow_role(airflow_args: Sequence[str]) -> str:
+    """The role of an ``airflow ...`` argument list, or ``"airflow"`` for any other command."""
+    if not airflow_args:
+        return "airflow"
+    first = airflow_args[0]
+    if first in ROLE_COMMANDS and ROLE_COMMANDS[first] == (first,):
+        return first
+    if first == "celery" and len(airflow_args) > 1 and airflow_args[1] in ("worker", "flower"):
+        return f"celery-{airflow_args[1]}"
+    return "airflow"
+
+
+def option_value(args: Sequence[str], *names: str) -> str | None:
+    """The value of ``--name VALUE`` / ``--name=VALUE`` / ``-p VALUE`` in ``args``."""
+    for index, arg in enumerate(args):
+        for name in names:
+            if arg == name and index + 1 < len(args):
+                return args[index + 1]
+            if name.startswith("--") and arg.startswith(name + "="):
+                return arg[len(name) + 1 :]
+    return None
+
+
+def plan_command(args: Sequence[str], env: Mapping[str, str]) -> Plan:
+    """Map the container's command to what is executed and which preparations it needs."""
+    if not args:
+        raise EntrypointError(
+            "no command given; use one of: "
+            + ", ".join(ROLE_COMMANDS)
+            + ", an airflow command (e.g. 'airflow version', 'db migrate'), bash or python"
+        )
+    first = args[0]
+    if first in PASS_THROUGH or first.startswith("/"):
+        return Plan(role="exec", argv=tuple(args))
+    if first in ROLE_COMMANDS:
+        airflow_args: tuple[str, ...] = (*ROLE_COMMANDS[first], *args[1:])
+    elif first == "airflow":
+        airflow_args = tuple(args[1:])
+    else:
+        airflow_args = tuple(args)
+    role = airflow_role(airflow_args)
+    asks_help = any(a in ("-h", "--help") for a in airflow_args)
+    needs_db = bool(airflow_args) and airflow_args[0] not in NO_DATABASE_COMMANDS and not asks_help
+    executor = env.get("AIRFLOW__CORE__EXECUTOR", "")
+    needs_broker = needs_db and (
+        role in CELERY_ROLES or (role == "scheduler" and "celery" in executor.lower())
+    )
+    api_port: int | None = None
+    if role == "api-server":
+        raw = option_value(airflow_args, "--port", "-p")
+        if raw is not None:
+            try:
+                api_port = int(raw)
+            except ValueError:
+                message = f"api-server --port must be a number, found {raw!r}"
+                raise EntrypointError(message) from None
+    argv: tuple[str, ...] = ("airflow", *airflow_args)
+    if role == "standalone":
+        argv = (sys.executable or "python3", "-P", "-c", STANDALONE_LAUNCHER, *airflow_args)
+    return Plan(
+        role=role,
+        argv=argv,
+        wait_database=needs_db,
+        wait_broker=needs_broker,
+        api_port=api_port,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# *_FILE indirection and value resolution
+
+
+def expand_file_variables(
+    env: Mapping[str, str], read: Callable[[str, str], str] = read_value_file
+) -> dict[str, str]:
+    """Return the variables set by ``NAME_FILE`` indirection (``NAME`` → the file's content).
+
+    Applies to ``AIRFLOW__*`` and ``_AIRFLOW_*`` variables, except Airflow
+    options whose own name ends in ``_file``.  Setting both ``NAME`` and ``NAME_FILE`` is an
+    error: which one wins would be a guess.
+    """
+    expanded: dict[str, str] = {}
+    for name in sorted(env):
+        if not name.endswith("_FILE") or not name.startswith(FILE_PREFIXES):
+            continue
+        if name in REAL_FILE_OPTIONS:
+            continue
+        target = name[: -len("_FILE")]
+        if target in ("AIRFLOW_", "_AIRFLOW") or target.endswith("_"):
+            continue
+        if target in env:
+            raise EntrypointError(f"both {target} and {name} are set; set only one of them")
+        expanded[target] = read(name, env[name])
+    return expanded
+
+
+def resolve_value(env: Mapping[str, str], name: str) -> str | None:
+    """``NAME`` (already file-expanded) or the output of ``NAME_CMD``; None when neither."""
+    if name in env:
+        return env[name]
+    command = env.get(f"{name}_CMD")
+    if command:
+        return run_command_for_value(f"{name}_CMD", command)
+    return None
+
+
+def load_airflow_cfg(env: Mapping[str, str], airflow_home: str) -> configparser.ConfigParser:
+    """The user's airflow.cfg (if any), read without interpolation; empty when missing."""
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    path = env.get("AIRFLOW_CONFIG") or os.path.join(airflow_home, "airflow.cfg")
+    try:
+        parser.read(path, encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        log(f"warning: cannot parse {path}: {type(exc).__name__}; ignoring it")
+        return configparser.ConfigParser(interpolation=None)
+    return parser
+
+
+def cfg_value(cfg: configparser.ConfigParser, section: str, key: str) -> str | None:
+    if cfg.has_option(section, key):
+        return cfg.get(section, key)
+    return None
+
+
+def config_is_set(
+    env: Mapping[str, str], cfg: configparser.ConfigParser, section: str, key: str
+) -> bool:
+    """Whether Airflow will find a value for the option in env, its _CMD/_SECRET, or the cfg."""
+    var = f"AIRFLOW__{section.upper()}__{key.upper()}"
+    if env.get(var) or env.get(f"{var}_CMD") or env.get(f"{var}_SECRET"):
+        return True
+    return any(cfg_value(cfg, section, k) for k in (key, f"{key}_cmd", f"{key}_secret"))
+
+
+def lookup_option(
+    env: Mapping[str, str], cfg: configparser.ConfigParser, section: str, key: str
+) -> tuple[str | None, str]:
+    """(value, where) of an Airflow option as seen before Airflow starts; value None if unknown."""
+    var = f"AIRFLOW__{section.upper()}__{key.upper()}"
+    value = resolve_value(env, var)
+    if value is not None:
+        return value, var
+    if env.get(f"{var}_SECRET"):
+        return None, f"{var}_SECRET"
+    if (found := cfg_value(cfg, section, key)) is not None:
+        return found, f"[{section}] {key}"
+    if command := cfg_value(cfg, section, f"{key}_cmd"):
+        return run_command_for_value(f"[{section}] {key}_cmd", command), f"[{section}] {key}_cmd"
+    if cfg_value(cfg, section, f"{key}_secret"):
+        return None, f"[{section}] {key}_secret"
+    return None, ""
+
+
+# --------------------------------------------------------------------------------------------
+# waiting for services
+
+
+def _split_host_port(hostport: str, default_port: int | None) -> Endpoint | None:
+    hostport = hostport.strip()
+    if not hostport:
+        return None
+    if hostport.startswith("["):
+        host, _, rest = hostport[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif hostport.count(":") == 1:
+        host, _, port_text = hostport.partition(":")
+    else:
+        host, port_text = hostport, ""
+    if port_text:
+        try:
+            port = int(port_text)
+        except ValueError:
+            message = f"the port {port_text!r} of host {host!r} is not a number"
+            raise EntrypointError(message) from None
+    elif default_port is not None:
+        port = default_port
+    else:
+        return None
+    if not host or not 0 < port < 65536:
+        return None
+    return Endpoint(host, port)
+
+
+def parse_service_url(label: str, url: str) -> WaitTarget:
+    """The TCP endpoints of a SQLAlchemy / Celery broker URL, without keeping credentials.
+
+    Several URLs may be joined with ``;`` (Celery failover) and several hosts with ``,``
+    (libpq multi-host); reaching any one of them is enough.
+    """
+    endpoints: list[Endpoint] = []
+    skip = ""
+    for part in (p.strip() for p in url.split(";")):
+        if not part:
+            continue
+        scheme, sep, rest = part.partition("://")
+        if not sep:
+            raise EntrypointError(f"{label}: the URL has no scheme (expected 'scheme://...')")
+        base = scheme.split("+", 1)[0].lower()
+        if base == "sqlite":
+            return WaitTarget(label, (), "SQLite, nothing to wait for")
+        # userinfo ends at the last '@' (a raw password may hold '@', '/', '?' ...)
+        authority = rest[rest.rfind("@") + 1 :] if "@" in rest else rest
+        for stop in "/?#":
+            authority = authority.split(stop, 1)[0]
+        if not authority:
+            skip = "no host in the URL (UNIX socket?), nothing to wait for"
+            continue
+        default_port = DEFAULT_PORTS.get(base)
+        for hostport in authority.split(","):
+            endpoint = _split_host_port(hostport, default_port)
+            if endpoint is None:
+                skip = f"cannot tell the port of a {base!r} URL, not waiting"
+            else:
+                endpoints.append(endpoint)
+    return WaitTarget(label, tuple(endpoints), "" if endpoints else skip)
+
+
+def tcp_connect(endpoint: Endpoint, timeout: float) -> None:
+    with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout):
+        pass
+
+
+def wait_for(
+    target: WaitTarget,
+    max_count: int,
+    sleep_time: float,
+    connect: Callable[[Endpoint, float], None] = tcp_connect,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Try the target's endpoints up to ``max_count`` times; raise EntrypointError after that."""
+    if not target.endpoints:
+        if target.skip_reason:
+            log(f"{target.label}: {target.skip_reason}")
+        return
+    if max_count == 0:
+        log(f"{target.label}: CONNECTION_CHECK_MAX_COUNT=0, not waiting")
+        return
+    last = (target.endpoints[0], "no attempt made")
+    for attempt in range(1, max_count + 1):
+        for endpoint in target.endpoints:
+            try:
+                connect(endpoint, max(1.0, min(sleep_time, 10.0)))
+            except OSError as exc:
+                last = (endpoint, exc.strerror or type(exc).__name__)
+                continue
+            if attempt > 1:
+                log(f"{target.label} at {endpoint.host}:{endpoint.port} is reachable")
+            return
+        where = ", ".join(f"{e.host}:{e.port}" for e in target.endpoints)
+        if attempt < max_count:
+            log(
+                f"waiting for {target.label} at {where} "
+                f"(attempt {attempt}/{max_count}, last error: {last[1]})"
+            )
+            sleep(sleep_time)
+    endpoint, error = last
+    raise EntrypointError(
+        f"{target.label} at {endpoint.host}:{endpoint.port} is not reachable after "
+        f"{max_count} attempts, {sleep_time:g}s apart (last error: {error}); check the host "
+        "and port, or raise CONNECTION_CHECK_MAX_COUNT / CONNECTION_CHECK_SLEEP_TIME"
+    )
+
+
+def database_target(env: Mapping[str, str], cfg: configparser.ConfigParser) -> WaitTarget:
+    url, where = lookup_option(env, cfg, "database", "sql_alchemy_conn")
+    label = "metadata database"
+    if url is None:
+        if where:
+            return WaitTarget(label, (), f"URL comes from {where}, cannot check it here")
+        return WaitTarget(label, (), "default SQLite database, nothing to wait for")
+    return parse_service_url(label, url)
+
+
+def broker_target(env: Mapping[str, str], cfg: configparser.ConfigParser) -> WaitTarget:
+    url, where = lookup_option(env, cfg, "celery", "broker_url")
+    label = "Celery broker"
+    if url is None:
+        if where:
+            return WaitTarget(label, (), f"URL comes from {where}, cannot check it here")
+        url = DEFAULT_CELERY_BROKER
+    return parse_service_url(label, url)
+
+
+# --------------------------------------------------------------------------------------------
+# identity, directories and environment
+
+
+def refuse_root(uid: int, env: Mapping[str, str]) -> None:
+    if uid == 0 and not is_true(env.get("HARDFLOW_ALLOW_ROOT")):
+        raise EntrypointError(
+            "refusing to run as root (uid 0). Run as a non-root user with group 0, e.g. "
+            "'--user 50000:0' (any uid works), or set HARDFLOW_ALLOW_ROOT=true if you really must"
+        )
+
+
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        # An arbitrary uid (OpenShift, runAsUser) has no passwd entry and /etc is read-only.
+        return "airflow"
+
+
+def writable_dir(path: str) -> bool:
+    return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
+
+
+def identity_env(env: Mapping[str, str], uid: int, airflow_home: str) -> dict[str, str]:
+    """Variables that make the process look like a full user whatever its uid."""
+    updates: dict[str, str] = {}
+    name = user_name(uid)
+    for var in ("USER", "LOGNAME"):  # getpass.getuser() reads LOGNAME first, then USER
+        if not env.get(var):
+            updates[var] = name
+    home = env.get("HOME", "")
+    if not home or home == "/" or not writable_dir(home):
+        updates["HOME"] = airflow_home if writable_dir(airflow_home) else "/tmp"
+    defaults = {
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "XDG_CACHE_HOME": "/tmp/.cache",
+        "XDG_CONFIG_HOME": "/tmp/.config",
+        "XDG_DATA_HOME": "/tmp/.local/share",
+        "XDG_STATE_HOME": "/tmp/.local/state",
+    }
+    for var, value in defaults.items():
+        if not env.get(var):
+            updates[var] = value
+    return updates
+
+
+def role_env(plan: Plan, env: Mapping[str, str]) -> dict[str, str]:
+    """Settings a role needs so that its health check has something to probe."""
+    updates: dict[str, str] = {}
+    if plan.role == "scheduler" and "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK" not in env:
+        updates["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] = "True"
+    return updates
+
+
+def ensure_dir(path: str) -> None:
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise EntrypointError(
+            f"cannot create {path}: {exc.strerror} (uid {os.getuid()}, gid {os.getgid()}); "
+            "AIRFLOW_HOME must be writable by the container's user or its group 0"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# secrets kept in $AIRFLOW_HOME/.hardflow
+
+
+def write_private_file(path: str, content: str, *, exclusive: bool) -> bool:
+    """Write ``content`` to ``path`` with mode 0600.  With ``exclusive``, return False when the
+    file already exists (another container won the race) instead of overwriting it."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_EXCL if exclusive else os.O_TRUNC)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        return False
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, content.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return True
+
+
+def replace_private_file(path: str, content: str) -> None:
+    """Atomically replace ``path`` with ``content``, mode 0600."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        write_private_file(tmp, content, exclusive=False)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise EntrypointError(f"cannot write {path}: {exc.strerror}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_private_file(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise EntrypointError(
+            f"cannot read {path}: {exc.strerror} (uid {os.getuid()}); it was created by "
+            "another user with mode 0600. Keep the same uid across restarts, or remove the file"
+        ) from None
+
+
+def persistent_secret(state_dir: str, name: str, generate: Callable[[], str]) -> str:
+    """The secret stored in ``state_dir/name``, generated (mode 0600) on first use."""
+    path = os.path.join(state_dir, name)
+    existing = read_private_file(path)
+    if existing:
+        return existing
+    ensure_dir(state_dir)
+    value = generate()
+    try:
+        created = write_private_file(path, value + "\n", exclusive=True)
+    except OSError as exc:
+        raise EntrypointError(f"cannot write {path}: {exc.strerror}") from None
+    if created:
+        log(f"generated {name} into {path} (mode 0600); it is reused on restart")
+        return value
+    again = read_private_file(path)  # lost a race with another container
+    if not again:
+        raise EntrypointError(f"{path} exists but is empty; remove it to regenerate")
+    return again
+
+
+def fernet_key() -> str:
+    return base64.urlsafe_b64encode(os.urandom(32)).decode("ascii")
+
+
+def token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+# (section, key, file name in the state dir, generator, options that make it unnecessary)
+SECRET_SPECS: tuple[tuple[str, str, str, Callable[[], str], tuple[str, ...]], ...] = (
+    ("core", "fernet_key", "fernet_key", fernet_key, ()),
+    ("api", "secret_key", "api_secret_key", token, ()),
+    ("api_auth", "jwt_secret", "jwt_secret", token, ("jwt_private_key_path",)),
+)
+
+
+def secret_env(
+    env: Mapping[str, str], cfg: configparser.ConfigParser, airflow_home: str
+) -> dict[str, str]:
+    """``AIRFLOW__*`` variables for the keys the user did not provide in any form.
+
+    A key given in the environment (plain, ``_FILE``, ``_CMD`` or ``_SECRET``) is left to
+    Airflow.  Otherwise a key stored earlier in ``$AIRFLOW_HOME/.hardflow`` is used, even
+    though Airflow may since have written a default airflow.cfg with its own random values (it
+    does on first start); a key set in airflow.cfg before the first start is left alone; the
+    rest is generated once and stored.
+    """
+    state_dir = os.path.join(airflow_home, STATE_DIR_NAME)
+    no_cfg = configparser.ConfigParser(interpolation=None)
+    updates: dict[str, str] = {}
+    for section, key, file_name, generate, alternatives in SECRET_SPECS:
+        if any(config_is_set(env, no_cfg, section, k) for k in (key, *alternatives)):
+            continue
+        var = f"AIRFLOW__{section.upper()}__{key.upper()}"
+        stored = read_private_file(os.path.join(state_dir, file_name))
+        if stored:
+            updates[var] = stored
+            continue
+        if any(config_is_set(env, cfg, section, k) for k in (key, *alternatives)):
+            continue
+        updates[var] = persistent_secret(state_dir, file_name, generate)
+    return updates
+
+
+# --------------------------------------------------------------------------------------------
+# admin user
+
+
+@dataclass(frozen=True)
+class AdminUser:
+    username: str
+    password: str | None  # None: not given, generate or keep the stored one
+    role: str
+    firstname: str
+    lastname: str
+    email: str
+
+
+def admin_user(env: Mapping[str, str]) -> AdminUser:
+    username = resolve_value(env, "_AIRFLOW_WWW_USER_USERNAME") or "admin"
+    if ":" in username or "," in username:
+        message = f"_AIRFLOW_WWW_USER_USERNAME must not contain ':' or ',': {username!r}"
+        raise EntrypointError(message)
+    password = resolve_value(env, "_AIRFLOW_WWW_USER_PASSWORD")
+    return AdminUser(
+        username=username,
+        password=password or None,
+        role=resolve_value(env, "_AIRFLOW_WWW_USER_ROLE") or "Admin",
+        firstname=resolve_value(env, "_AIRFLOW_WWW_USER_FIRSTNAME") or "Airflow",
+        lastname=resolve_value(env, "_AIRFLOW_WWW_USER_LASTNAME") or "Admin",
+        email=resolve_value(env, "_AIRFLOW_WWW_USER_EMAIL") or "airflowadmin@example.com",
+    )
+
+
+def simple_auth_users_value(current: str | None, username: str, role: str) -> str:
+    """The ``[core] simple_auth_manager_users`` value that includes ``username``."""
+    entry = f"{username}:{role}"
+    if current is None or current.strip() in ("", "admin:admin"):
+        return entry
+    names = [item.split(":", 1)[0].strip() for item in current.split(",") if item.strip()]
+    if username in names:
+        return current
+    return f"{current},{entry}"
+
+
+def provision_simple_auth(
+    user: AdminUser, env: Mapping[str, str], cfg: configparser.ConfigParser, airflow_home: str
+) -> dict[str, str]:
+    """Write the user's password into SimpleAuthManager's passwords file; return env updates."""
+    all_admins, _ = lookup_option(env, cfg, "core", "simple_auth_manager_all_admins")
+    if is_true(all_admins):
+        log("simple_auth_manager_all_admins is on: no user to provision")
+        return {}
+    path, _ = lookup_option(env, cfg, "core", "simple_auth_manager_passwords_file")
+    path = path or os.path.join(airflow_home, "simple_auth_manager_passwords.json.generated")
+    role = user.role.lower() if user.role.lower() in SIMPLE_AUTH_ROLES else "admin"
+    current_users, _ = lookup_option(env, cfg, "core", "simple_auth_manager_users")
+    updates = {
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": simple_auth_users_value(
+            current_users, user.username, role
+        )
+    }
+    passwords: dict[str, str] = {}
+    text = read_private_file(path)
+    if text:
+        try:
+            loaded = json.loads(text)
+        except json.JSONDecodeError:
+            raise EntrypointError(f"{path} is not valid JSON; fix or remove it") from None
+        if not isinstance(loaded, dict):
+            raise EntrypointError(f"{path} must hold a JSON object of user → password")
+        passwords = {str(k): str(v) for k, v in loaded.items()}
+    if user.password is not None:
+        if passwords.get(user.username) != user.password:
+            passwords[user.username] = user.password
+            replace_private_file(path, json.dumps(passwords, sort_keys=True) + "\n")
+        log(f"user {user.username!r} ({role}) uses the given password")
+    elif user.username in passwords:
+        log(f"user {user.username!r} ({role}): password kept in {path}")
+    else:
+        passwords[user.username] = secrets.token_urlsafe(18)
+        replace_private_file(path, json.dumps(passwords, sort_keys=True) + "\n")
+        log(f"user {user.username!r} ({role}): generated a password into {path} (mode 0600)")
+    return updates
+
+
+def fab_installed() -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.distribution("apache-airflow-providers-fab")
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def provision_fab(user: AdminUser, airflow_home: str, env: Mapping[str, str]) -> None:
+    if not fab_installed():
+        raise EntrypointError(
+            "the FAB auth manager is configured but apache-airflow-providers-fab is not "
+            "installed in the image; add it to the image spec or use SimpleAuthManager"
+        )
+    password = user.password
+    if password is None:
+        state_dir = os.path.join(airflow_home, STATE_DIR_NAME)
+        password = persistent_secret(state_dir, "admin_password", lambda: secrets.token_urlsafe(18))
+        log(f"user {user.username!r}: password kept in {os.path.join(state_dir, 'admin_password')}")
+    # Airflow's CLI masks --password in what it records about the command.
+    args = [
+        "airflow", "users", "create",
+        "--username", user.username, "--password", password,
+        "--firstname", user.firstname, "--lastname", user.lastname,
+        "--email", user.email, "--role", user.role,
+    ]  # fmt: skip
+    done = subprocess.run(args, env=dict(env), check=False)
+    if done.returncode != 0:
+        message = f"'airflow users create' for {user.username!r} failed ({done.returncode})"
+        raise EntrypointError(message)
+
+
+def provision_user(
+    plan: Plan, env: Mapping[str, str], cfg: configparser.ConfigParser, airflow_home: str
+) -> dict[str, str]:
+    if plan.role != "standalone" and not is_true(env.get("_AIRFLOW_WWW_USER_CREATE")):
+        return {}
+    user = admin_user(env)
+    manager, _ = lookup_option(env, cfg, "core", "auth_manager")
+    if plan.role == "standalone" or not manager or manager == SIMPLE_AUTH_MANAGER:
+        return provision_simple_auth(user, env, cfg, airflow_home)
+    if "fab" in manager.lower():
+        provision_fab(user, airflow_home, env)
+        return {}
+    log(f"auth manager {manager!r} is not managed by this entrypoint: no user provisioned")
+    return {}
+
+
+# --------------------------------------------------------------------------------------------
+# state for the health check
+
+
+def health_state(plan: Plan, env: Mapping[str, str], pid: int) -> dict[str, object]:
+    """What health.py needs: the role, the process to watch and the URLs to probe."""
+    ssl = bool(env.get("AIRFLOW__API__SSL_CERT"))
+    api_port = plan.api_port or int_env(env, "AIRFLOW__API__PORT", 8080)
+    base_path = ""
+    base_url = env.get("AIRFLOW__API__BASE_URL", "")
+    if "://" in base_url:
+        rest = base_url.split("://", 1)[1]
+        base_path = ("/" + rest.split("/", 1)[1]).rstrip("/") if "/" in rest else ""
+    scheme = "https" if ssl else "http"
+    scheduler_port = int_env(env, "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT", 8974)
+    flower_port = int_env(env, "AIRFLOW__CELERY__FLOWER_PORT", 5555)
+    flower_prefix = env.get("AIRFLOW__CELERY__FLOWER_URL_PREFIX", "").strip("/")
+    flower_path = f"/{flower_prefix}" if flower_prefix else ""
+    return {
+        "role": plan.role,
+        "pid": pid,
+        "api_health_url": f"{scheme}://127.0.0.1:{api_port}{base_path}/api/v2/monitor/health",
+        "scheduler_health_url": f"http://127.0.0.1:{scheduler_port}/health",
+        "flower_health_url": f"http://127.0.0.1:{flower_port}{flower_path}/healthcheck",
+    }
+
+
+def write_state(path: str, state: Mapping[str, object]) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(state, handle, sort_keys=True)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        log(f"warning: cannot write the health state file {path}: {exc.strerror}")
+
+
+# --------------------------------------------------------------------------------------------
+# main
+
+
+def run_migrate(env: Mapping[str, str]) -> None:
+    log("running 'airflow db migrate'")
+    done = subprocess.run(["airflow", "db", "migrate"], env=dict(env), check=False)
+    if done.returncode != 0:
+        raise EntrypointError(f"'airflow db migrate' failed with status {done.returncode}")
+
+
+def prepare(args: Sequence[str], env: MutableMapping[str, str]) -> Plan:
+    """Do everything before exec; mutates ``env`` (normally ``os.environ``)."""
+    uid = os.getuid()
+    refuse_root(uid, env)
+    os.umask(0o002)  # group 0 shares what is written (arbitrary uid, same gid)
+    env.update(expand_file_variables(env))
+    plan = plan_command(args, env)
+    airflow_home = env.setdefault("AIRFLOW_HOME", DEFAULT_AIRFLOW_HOME)
+    env.update(identity_env(env, uid, airflow_home))
+    env.update(role_env(plan, env))
+    strict = plan.role != "exec"
+    try:
+        ensure_dir(os.path.join(airflow_home, "logs"))
+        cfg = load_airflow_cfg(env, airflow_home)
+        env.update(secret_env(env, cfg, airflow_home))
+    except EntrypointError as exc:
+        if strict:
+            raise
+        log(f"warning: {exc}")
+        cfg = configparser.ConfigParser(interpolation=None)
+    state_file = env.get("HARDFLOW_STATE_FILE", DEFAULT_STATE_FILE)
+    write_state(state_file, health_state(plan, env, os.getpid()))
+    if plan.wait_database or plan.wait_broker:
+        max_count = int_env(env, "CONNECTION_CHECK_MAX_COUNT", 20)
+        sleep_time = int_env(env, "CONNECTION_CHECK_SLEEP_TIME", 3)
+        if plan.wait_database:
+            wait_for(database_target(env, cfg), max_count, sleep_time)
+        if plan.wait_broker:
+            wait_for(broker_target(env, cfg), max_count, sleep_time)
+    if plan.wait_database:
+        if is_true(env.get("_AIRFLOW_DB_MIGRATE")) or is_true(env.get("_AIRFLOW_DB_UPGRADE")):
+            run_migrate(env)
+        env.update(provision_user(plan, env, cfg, airflow_home))
+    return plan
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        plan = prepare(args, os.environ)
+    except EntrypointError as exc:
+        log(f"error: {exc}")
+        sys.exit(1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvp(plan.argv[0], list(plan.argv))
+    except OSError as exc:
+        log(f"error: cannot execute {plan.argv[0]!r}: {exc.strerror}")
+        sys.exit(127)
+
+
+if __name__ == "__main__":
+    main()

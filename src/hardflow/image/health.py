@@ -1,0 +1,188 @@
+"""Health check of hardflow images (stdlib only, never imports Airflow).
+
+Run as ``python3.13 -I -S health.py [ROLE]`` (the image's ``hardflow-health``) by HEALTHCHECK,
+compose and Kubernetes probes.  The entrypoint records the container's role, the PID of the
+Airflow process (the entrypoint execs it, so the PID is the entrypoint's) and the URLs to probe
+in a small JSON state file (``/tmp/hardflow-role``, or ``$HARDFLOW_STATE_FILE``).
+
+Per role:
+
+- ``api-server``: GET ``/api/v2/monitor/health`` answers 200 and the metadata DB is healthy.
+- ``standalone``: the same, plus scheduler, triggerer and dag_processor healthy in that JSON.
+- ``scheduler``: the scheduler's own health server (``/health`` on port 8974) answers 200;
+  the entrypoint turns it on with ``AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK=True``.
+- ``celery-flower``: Flower's ``/healthcheck`` answers 200.
+- ``triggerer``, ``dag-processor``, ``celery-worker`` and any other command: Airflow 3 offers
+  them no health endpoint, so the recorded process must be alive (not a zombie) and still be
+  the command that was started.  With ``HARDFLOW_HEALTH_API_URL`` set (the base URL of an API
+  server), triggerer and dag-processor also need their heartbeat to be healthy in its JSON.
+
+Exit status 0 when healthy, 1 when not; one line saying why on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+DEFAULT_STATE_FILE = "/tmp/hardflow-role"
+API_HEALTH_PATH = "/api/v2/monitor/health"
+STANDALONE_COMPONENTS = ("scheduler", "triggerer", "dag_processor")
+API_COMPONENT_OF_ROLE = {"triggerer": "triggerer", "dag-processor": "dag_processor"}
+# Words that must appear in the watched process's command line, per role.
+PROCESS_MARKERS: dict[str, tuple[bytes, ...]] = {
+    "triggerer": (b"airflow", b"triggerer"),
+    "dag-processor": (b"airflow", b"dag-processor"),
+    "celery-worker": (b"airflow", b"celery", b"worker"),
+    "airflow": (b"airflow",),
+}
+
+
+class Unhealthy(Exception):
+    """The component is not healthy; the message says why, on one line."""
+
+
+def load_state(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            state = json.load(handle)
+    except FileNotFoundError:
+        raise Unhealthy(f"no state file {path}: the entrypoint has not run yet") from None
+    except (OSError, ValueError) as exc:
+        raise Unhealthy(f"cannot read state file {path}: {exc}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("role"), str):
+        raise Unhealthy(f"state file {path} has no role")
+    return state
+
+
+def http_get(url: str, timeout: float) -> tuple[int, bytes]:
+    """GET ``url`` without proxies; (status, body).  Loopback TLS is not verified."""
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+    if url.startswith("https:"):
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    opener = urllib.request.build_opener(*handlers)
+    try:
+        with opener.open(url, timeout=timeout) as response:
+            return int(response.status), bytes(response.read(1_000_000))
+    except urllib.error.HTTPError as exc:
+        return exc.code, b""
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise Unhealthy(f"GET {url} failed: {reason}") from None
+
+
+def component_status(payload: Mapping[str, Any], name: str) -> str | None:
+    entry = payload.get(name)
+    if not isinstance(entry, Mapping):
+        return None
+    status = entry.get("status")
+    return status if isinstance(status, str) else None
+
+
+def evaluate_api_health(payload: Any, components: Sequence[str]) -> str:
+    """Judge Airflow's health JSON: metadatabase and ``components`` must be "healthy"."""
+    if not isinstance(payload, Mapping):
+        raise Unhealthy("API health answer is not a JSON object")
+    problems = []
+    for name in ("metadatabase", *components):
+        status = component_status(payload, name)
+        if status != "healthy":
+            problems.append(f"{name}={status or 'unknown'}")
+    if problems:
+        raise Unhealthy("API health: " + ", ".join(problems))
+    return "API health: " + ", ".join(f"{n}=healthy" for n in ("metadatabase", *components))
+
+
+def check_api(url: str, components: Sequence[str], timeout: float) -> str:
+    status, body = http_get(url, timeout)
+    if status != 200:
+        raise Unhealthy(f"GET {url} answered HTTP {status}")
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise Unhealthy(f"GET {url} did not answer JSON") from None
+    return evaluate_api_health(payload, components)
+
+
+def check_http_ok(url: str, timeout: float) -> str:
+    status, _ = http_get(url, timeout)
+    if status != 200:
+        raise Unhealthy(f"GET {url} answered HTTP {status}")
+    return f"GET {url} answered 200"
+
+
+def check_process(pid: object, markers: Sequence[bytes], proc_root: str = "/proc") -> str:
+    """The process ``pid`` runs, is not a zombie, and its command line holds ``markers``."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        raise Unhealthy(f"state file holds no valid pid ({pid!r})")
+    try:
+        with open(f"{proc_root}/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+        with open(f"{proc_root}/{pid}/cmdline", "rb") as handle:
+            cmdline = handle.read()
+    except OSError:
+        raise Unhealthy(f"process {pid} is gone") from None
+    state = stat[stat.rfind(b")") + 2 :][:1]
+    if state in (b"Z", b"X", b"x"):
+        raise Unhealthy(f"process {pid} has exited (state {state.decode()})")
+    words = cmdline.split(b"\0")
+    missing = [m.decode() for m in markers if not any(m in w for w in words)]
+    if missing:
+        shown = b" ".join(words).decode("utf-8", "replace").strip()[:80]
+        raise Unhealthy(f"process {pid} is not the expected command ({shown!r})")
+    return f"process {pid} is running"
+
+
+def check(role: str, state: Mapping[str, Any], env: Mapping[str, str], timeout: float) -> str:
+    """Return a one-line reason when healthy; raise Unhealthy otherwise."""
+    if role in ("api-server", "standalone"):
+        url = str(state.get("api_health_url") or f"http://127.0.0.1:8080{API_HEALTH_PATH}")
+        components = STANDALONE_COMPONENTS if role == "standalone" else ()
+        return check_api(url, components, timeout)
+    if role == "scheduler":
+        url = state.get("scheduler_health_url") or "http://127.0.0.1:8974/health"
+        return check_http_ok(str(url), timeout)
+    if role == "celery-flower":
+        url = state.get("flower_health_url") or "http://127.0.0.1:5555/healthcheck"
+        return check_http_ok(str(url), timeout)
+    reason = check_process(state.get("pid"), PROCESS_MARKERS.get(role, ()))
+    api_base = env.get("HARDFLOW_HEALTH_API_URL", "").rstrip("/")
+    if api_base and role in API_COMPONENT_OF_ROLE:
+        check_api(api_base + API_HEALTH_PATH, (API_COMPONENT_OF_ROLE[role],), timeout)
+        reason += f", {API_COMPONENT_OF_ROLE[role]} heartbeat healthy"
+    return reason
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    env = os.environ
+    try:
+        timeout = float(env.get("HARDFLOW_HEALTH_TIMEOUT", "5"))
+    except ValueError:
+        timeout = 5.0
+    try:
+        path = env.get("HARDFLOW_STATE_FILE", DEFAULT_STATE_FILE)
+        if args and not os.path.exists(path):
+            state: dict[str, Any] = {}  # role given: probe the default URLs
+        else:
+            state = load_state(path)
+        role = args[0] if args else str(state["role"])
+        reason = check(role, state, env, timeout)
+    except Unhealthy as exc:
+        print(f"unhealthy: {exc}", flush=True)
+        return 1
+    print(f"healthy: {role}: {reason}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
