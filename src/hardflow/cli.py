@@ -17,15 +17,17 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     MofNCompleteColumn,
-    Progress as RichProgress,
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
     TransferSpeedColumn,
 )
+from rich.progress import (
+    Progress as RichProgress,
+)
 
 from . import __version__
-from .errors import HardflowError
+from .errors import EngineError, HardflowError
 from .lock import LockDiff
 from .spec import resolve_spec_arg
 
@@ -212,7 +214,7 @@ def build(
     spec, lock_path = resolve_spec_arg(spec_arg)
     lock_path = lock_arg or lock_path
     locked = read_lock(lock_path)
-    out_dir = out_dir or Path("out") / f"{spec.name.replace('/', '_')}-{spec.tag}"
+    out_dir = out_dir or _default_out(spec.name, spec.tag)
     options = BuildOptions(
         out_dir=out_dir,
         cache=Cache(cache_dir, offline=offline),
@@ -254,6 +256,197 @@ def build(
     if loaded:
         out.print(f"  loaded as:      {loaded}")
     out.print(f"  built in {result.timings.get('total', 0):.1f}s")
+
+
+DEFAULT_OUT = Path("out")
+
+
+def _default_out(spec_name: str, tag: str) -> Path:
+    return DEFAULT_OUT / f"{spec_name.replace('/', '_')}-{tag}"
+
+
+name_option = click.option(
+    "--name", default="hardflow", show_default=True, help="Container name."
+)
+
+
+@cli.command()
+@click.option("--image", help="Image reference (default: the embedded default spec's).")
+@click.option(
+    "--dags",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="DAG folder, mounted read-only at /opt/airflow/dags.",
+)
+@click.option("--port", default=8080, show_default=True, help="Host port on 127.0.0.1.")
+@click.option("--detach", "-d", is_flag=True, help="Return once healthy; keep it running.")
+@name_option
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for health.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
+@click.argument("command", nargs=-1)
+def run(
+    image: str | None,
+    dags: Path | None,
+    port: int,
+    detach: bool,
+    name: str,
+    timeout: float,
+    as_json: bool,
+    command: tuple[str, ...],
+) -> None:
+    """Run Airflow (default: `standalone`, SQLite) hardened in podman or docker."""
+    from .engine import detect_engine
+    from .runner import RunRequest, attach, start
+
+    engine = detect_engine()
+    ref = image or _default_reference()
+    req = RunRequest(
+        image=ref,
+        dags=dags.resolve() if dags else None,
+        port=port,
+        detach=detach,
+        name=name,
+        command=command or ("standalone",),
+        health_timeout=timeout,
+    )
+    with _status(as_json, f"starting {name}") as say:
+        result = start(engine, req, say)
+    if as_json:
+        out.print_json(json.dumps({
+            "name": result.name, "url": result.url, "volume": result.volume,
+            "username": result.username, "seconds_to_healthy": round(result.seconds_to_healthy, 2),
+        }))
+    else:
+        out.print(f"[bold green]healthy[/] in {result.seconds_to_healthy:.1f}s: {result.url}")
+        out.print(f"  user: {result.username}; password: `hardflow password --name {name}`")
+        out.print(f"  stop: `hardflow stop --name {name}`; logs: `hardflow logs --name {name}`")
+    if not detach:
+        code = attach(engine, name, on_progress=lambda m: err.print(m))
+        sys.exit(code or 0)
+
+
+@contextmanager
+def _status(quiet: bool, first: str) -> Iterator[Any]:
+    if quiet:
+        yield lambda _m: None
+        return
+    with err.status(first) as st:
+        def say(message: str) -> None:
+            st.update(message)
+            err.print(f"[dim]· {escape(message)}[/]")
+
+        yield say
+
+
+def _default_reference() -> str:
+    from .spec import load_embedded
+
+    spec = load_embedded()
+    return f"localhost/{spec.reference}"
+
+
+@cli.command()
+@name_option
+@click.option("--volume", "remove_volume", is_flag=True, help="Also delete its AIRFLOW_HOME volume.")
+@click.option("--timeout", default=30, show_default=True, help="Seconds before SIGKILL.")
+def stop(name: str, remove_volume: bool, timeout: int) -> None:
+    """Stop and remove a container started by `hardflow run`."""
+    from .engine import detect_engine
+    from .runner import stop_container
+
+    code = stop_container(
+        detect_engine(), name, timeout=timeout, remove_volume=remove_volume,
+        on_progress=lambda m: err.print(m),
+    )
+    out.print(f"{name} stopped (exit code {code})")
+
+
+@cli.command()
+@name_option
+@click.option("--follow", "-f", is_flag=True, help="Stream new output.")
+@click.option("--tail", type=int, help="Only the last N lines.")
+def logs(name: str, follow: bool, tail: int | None) -> None:
+    """Show the logs of a container started by `hardflow run`."""
+    from .engine import detect_engine
+    from .runner import show_logs
+
+    text = show_logs(detect_engine(), name, follow=follow, tail=tail)
+    if text:
+        sys.stdout.write(text)
+
+
+@cli.command()
+@name_option
+def password(name: str) -> None:
+    """Print the generated admin password of a running container."""
+    from .engine import detect_engine
+    from .runner import admin_password
+
+    out.print(admin_password(detect_engine(), name) or "")
+
+
+@cli.command()
+@click.option("--port", default=8080, show_default=True, help="Host port on 127.0.0.1.")
+@click.option("--name", default="hardflow-demo", show_default=True, help="Container name.")
+@click.option("--keep/--stop", default=True, help="Keep Airflow running afterwards (default).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
+def demo(port: int, name: str, keep: bool, as_json: bool) -> None:
+    """Build the default image if needed, run it hardened, run the example DAG, report."""
+    from .build import BuildOptions
+    from .build import build as run_build
+    from .engine import container_exists, detect_engine, image_exists, load_archive
+    from .fetch import Cache
+    from .lock import read_lock
+    from .runner import RunRequest, start, stop_container, trigger_dag
+
+    engine = detect_engine()
+    spec, lock_path = resolve_spec_arg(None)
+    ref = f"localhost/{spec.reference}"
+    locked = read_lock(lock_path)
+    out_dir = _default_out(spec.name, spec.tag)
+    summary_path = out_dir / "build.json"
+    fresh = False
+    if summary_path.is_file():
+        previous = json.loads(summary_path.read_text())
+        fresh = previous.get("spec_checksum") == spec.checksum() and (
+            previous.get("lock_checksum") == locked.spec_checksum
+        )
+    if not fresh or not image_exists(engine, ref):
+        with reporter(not as_json) as rep:
+            result = run_build(spec, locked, lock_path, BuildOptions(out_dir, Cache()), rep)
+        assert result.image.archive_path is not None
+        load_archive(engine, result.image.archive_path)
+        err.print(f"built and loaded {ref} ({result.image.manifest_digest[:19]})")
+    if container_exists(engine, name):
+        stop_container(engine, name, remove=True, remove_volume=True)
+    with _status(as_json, f"starting {name}") as say:
+        started = start(engine, RunRequest(image=ref, port=port, name=name), say)
+        pw = started.password
+        if pw is None:
+            raise EngineError(f"{name}: no generated admin password found")
+        run = trigger_dag(started.url, started.username, pw, "example", 600, on_progress=say)
+    logs_ok = any("hello" in t.log for t in run.tasks)
+    if not keep:
+        stop_container(engine, name, remove=True, remove_volume=True)
+    if as_json:
+        out.print_json(json.dumps({
+            "url": started.url, "seconds_to_healthy": round(started.seconds_to_healthy, 2),
+            "dag_id": run.dag_id, "run_id": run.run_id, "state": run.state,
+            "seconds_to_success": round(run.seconds, 2), "log_has_hello": logs_ok,
+        }))
+    else:
+        colour = "green" if run.ok else "red"
+        out.print(f"Airflow healthy in {started.seconds_to_healthy:.1f}s at {started.url}")
+        out.print(
+            f"DAG run {run.dag_id}/{run.run_id}: [bold {colour}]{run.state}[/] in {run.seconds:.1f}s"
+        )
+        for t in run.tasks:
+            tail = [ln for ln in t.log.splitlines() if "hello" in ln][:1]
+            out.print(f"  task {t.task_id}: {t.state}  {escape(tail[0].strip()) if tail else ''}")
+        if keep:
+            out.print(f"  still running: `hardflow password --name {name}` for the admin password,"
+                      f" `hardflow stop --name {name}` to stop it")
+    if not run.ok or not logs_ok:
+        sys.exit(1)
 
 
 def _mb(n: int) -> str:

@@ -44,7 +44,13 @@ def test_pip_conf_maps_index_and_skips_missing_local_extra(
         f"find-links = {tmp_path}/nowheels\n"
     )
     caplog.set_level(logging.DEBUG, logger="hardflow.pypi.index")
-    config = index_config_from_host(_env(tmp_path), pip_files=None)
+    # by default only pip's primary index is mapped: extras often serve the host's Python
+    plain = index_config_from_host(_env(tmp_path), pip_files=None)
+    assert plain.index_url == "http://proxy.test/simple"
+    assert plain.extra_index_urls == () and plain.index_strategy is None
+    config = index_config_from_host(
+        _env(tmp_path, HARDFLOW_PIP_EXTRA_INDEXES="1"), pip_files=None
+    )
     assert config.index_url == "http://proxy.test/simple"
     assert config.extra_index_urls == (present.as_uri(), "http://other.test/simple")
     assert config.find_links == ()
@@ -67,7 +73,7 @@ def test_pip_precedence_env_over_files(tmp_path: Path) -> None:
     assert index_config_from_host(_env(tmp_path), pip_files=[system, user]).index_url == (
         "http://user.test/simple"
     )
-    env = _env(tmp_path, PIP_CONFIG_FILE=str(explicit))
+    env = _env(tmp_path, PIP_CONFIG_FILE=str(explicit), HARDFLOW_PIP_EXTRA_INDEXES="1")
     from hardflow.pypi.index import pip_config_files
 
     files = pip_config_files(env)

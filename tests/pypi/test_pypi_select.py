@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
-
 import pytest
 from packaging.tags import Tag
 
@@ -13,7 +11,7 @@ from hardflow.pypi.resolve import (
     manylinux_platforms,
     parse_pylock,
     pick_wheels,
-    preferences_pylock,
+    preferences_txt,
     select_wheel,
     target_tags,
     uv_platform,
@@ -143,9 +141,7 @@ def test_parse_pylock_garbage() -> None:
         parse_pylock("[[packages]\n")
 
 
-def test_preferences_pylock_round_trip() -> None:
+def test_preferences_txt_pins_previous_versions() -> None:
     prev = [LockedWheel("b", "1.0", "b-1.0-py3-none-any.whl", "0" * 64, 0),
             LockedWheel("a", "2.0", "a-2.0-py3-none-any.whl", "1" * 64, 0)]  # fmt: skip
-    data = tomllib.loads(preferences_pylock(prev, "3.13"))
-    assert data["lock-version"] == "1.0"
-    assert [(p["name"], p["version"]) for p in data["packages"]] == [("a", "2.0"), ("b", "1.0")]
+    assert preferences_txt(prev) == "a==2.0\nb==1.0\n"

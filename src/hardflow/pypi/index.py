@@ -196,6 +196,7 @@ def index_config_from_host(
 
     ``pip_files`` overrides the pip.conf files to read (tests); by default pip's own list.
     Local (``file://`` or path) extra indexes and find-links that do not exist are skipped.
+    pip's extra indexes and find-links are mapped only with ``HARDFLOW_PIP_EXTRA_INDEXES=1``.
     """
     if uv_configures_indexes(env):
         log.debug("uv's own index configuration is in effect; pip's is not mapped")
@@ -206,6 +207,13 @@ def index_config_from_host(
         if env.get(env_name):
             settings[key] = env[env_name]
     index_url = settings.get("index-url", "").strip() or None
+    if env.get("HARDFLOW_PIP_EXTRA_INDEXES", "").lower() not in ("1", "true", "yes"):
+        # pip's extra indexes and find-links usually serve the *host's* Python (here: local
+        # wheel mirrors for another interpreter); mixed into the image's resolution with
+        # best-match semantics they can shadow the real index and invite dependency
+        # confusion. Only the primary index (what a company proxy sets) is mapped by default.
+        settings.pop("extra-index-url", None)
+        settings.pop("find-links", None)
     extras = tuple(
         u for u in _split(settings.get("extra-index-url")) if _exists_or_remote(u, "extra index")
     )

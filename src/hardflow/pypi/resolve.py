@@ -165,17 +165,10 @@ def _toml_str(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string for these values
 
 
-def preferences_pylock(previous: Sequence[LockedWheel], python_version: str) -> str:
-    """A minimal pylock.toml holding the previous pins, for uv to prefer them."""
-    lines = [
-        'lock-version = "1.0"',
-        'created-by = "hardflow"',
-        f"requires-python = {_toml_str('>=' + python_version)}",
-    ]
-    for w in sorted(previous, key=lambda w: w.name):
-        lines += ["", "[[packages]]", f"name = {_toml_str(w.name)}"]
-        lines.append(f"version = {_toml_str(w.version)}")
-    return "\n".join(lines) + "\n"
+def preferences_txt(previous: Sequence[LockedWheel]) -> str:
+    """The previous pins as a requirements.txt, which uv reads as preferences when it is the
+    existing output file. (A pylock.toml without wheel entries is taken as "no wheels" by uv.)"""
+    return "".join(f"{w.name}=={w.version}\n" for w in sorted(previous, key=lambda w: w.name))
 
 
 def pick_wheels(packages: Sequence[PylockPackage], tags: Sequence[Tag]) -> tuple[LockedWheel, ...]:
@@ -257,33 +250,50 @@ def run_uv_compile(
         req = Path(tmp) / "requirements.in"
         req.write_text("\n".join(requirements) + "\n", encoding="utf-8")
         out = Path(tmp) / "pylock.toml"
-        if preferences is not None:
-            out.write_text(preferences, encoding="utf-8")
-        cmd = [
-            uv_binary(), "pip", "compile", str(req), "--output-file", str(out),
-            "--format", "pylock.toml", "--no-header", "--quiet", "--no-progress",
+        common = [
+            "--no-header", "--quiet", "--no-progress",
             "--color", "never", "--only-binary", ":all:",
             "--python-version", python_version, "--python-platform", platform,
             "--python", sys.executable, "--no-python-downloads",
             *config.uv_args(),
         ]  # fmt: skip
+        extra: list[str] = []
+        if preferences is not None:
+            # Pass 1: resolve to requirements.txt, preferring the previous pins; pass 2 below
+            # turns those exact versions into a pylock with every file's hash.
+            pins = Path(tmp) / "pins.txt"
+            pins.write_text(preferences, encoding="utf-8")
+            _run_uv(
+                [uv_binary(), "pip", "compile", str(req), "--output-file", str(pins),
+                 "--format", "requirements.txt", *common],
+                tmp, python_version, platform,
+            )  # fmt: skip
+            extra = ["--constraint", str(pins)]
+        cmd = [
+            uv_binary(), "pip", "compile", str(req), "--output-file", str(out),
+            "--format", "pylock.toml", *common, *extra,
+        ]  # fmt: skip
         if upgrade:
             cmd.append("--upgrade")
-        log.debug("running %s", " ".join(cmd))
-        started = time.monotonic()
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=tmp)
-        except OSError as exc:
-            raise ResolveError(f"cannot run uv ({cmd[0]}): {exc}") from None
-        log.debug("uv pip compile took %.1fs", time.monotonic() - started)
-        if proc.returncode != 0:
-            raise ResolveError(
-                f"uv could not resolve the Python requirements for Python {python_version} "
-                f"on {platform}:\n{_trim(proc.stderr)}",
-                hint="check the [python] requirements and the index configuration "
-                "(uv.toml, UV_* or pip.conf/PIP_*)",
-            )
+        _run_uv(cmd, tmp, python_version, platform)
         return out.read_text(encoding="utf-8")
+
+
+def _run_uv(cmd: list[str], tmp: str, python_version: str, platform: str) -> None:
+    log.debug("running %s", " ".join(cmd))
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=tmp)
+    except OSError as exc:
+        raise ResolveError(f"cannot run uv ({cmd[0]}): {exc}") from None
+    log.debug("uv pip compile took %.1fs", time.monotonic() - started)
+    if proc.returncode != 0:
+        raise ResolveError(
+            f"uv could not resolve the Python requirements for Python {python_version} "
+            f"on {platform}:\n{_trim(proc.stderr)}",
+            hint="check the [python] requirements and the index configuration "
+            "(uv.toml, UV_* or pip.conf/PIP_*)",
+        )
 
 
 def resolve(
@@ -305,7 +315,7 @@ def resolve(
         return ()
     tags = target_tags(python_version, glibc, arch)
     platform = uv_platform(glibc, arch)
-    prefs = preferences_pylock(previous, python_version) if previous and not upgrade else None
+    prefs = preferences_txt(previous) if previous and not upgrade else None
     text = run_uv_compile(
         reqs, python_version, platform, config, upgrade=upgrade, preferences=prefs
     )
