@@ -1,3 +1,4 @@
+#!/usr/bin/python3.13
 """Container entrypoint of hardflow images (stdlib only; runs on the image's Python).
 
 The entrypoint runs as the child of tini (PID 1).  It prepares the environment, waits for the

@@ -1,3 +1,4 @@
+#!/usr/bin/python3.13 -IS
 """Health check of hardflow images (stdlib only, never imports Airflow).
 
 Run as ``python3.13 -I -S health.py [ROLE]`` (the image's ``hardflow-health``) by HEALTHCHECK,
