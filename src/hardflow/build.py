@@ -12,20 +12,19 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 
 from . import __version__
 from .fetch import Artifact, Cache, http_get
 from .layers import Layer, write_layer
-from .lock import Lock, atomic_write, check_matches
+from .lock import Lock, LockedDeb, LockedWheel, atomic_write, check_matches
 from .mirrors import resolve_mirrors
 from .oci import ImageConfig, ImageResult, write_docker_archive, write_oci_layout
 from .progress import NullProgress, Progress
-from .pypi.index import index_config_from_host, wheel_url
+from .pypi.index import index_config_from_host, index_urls, wheel_url
 from .rootfs import DebInput, RootFS, WheelInput, assemble
 from .spec import ImageSpec
 
@@ -89,50 +88,66 @@ class BuildResult:
 def fetch_inputs(
     spec: ImageSpec, lock: Lock, cache: Cache, progress: Progress, jobs: int = 8
 ) -> tuple[list[DebInput], list[WheelInput]]:
-    """Every locked .deb and wheel as a verified cache path (sha256 checked before use)."""
+    """Every locked .deb and wheel as a verified cache path (sha256 checked before use).
 
-    @cache_result
-    def mirrors() -> object:
-        return resolve_mirrors(spec.debian)
+    Mirrors and indexes are worked out only when something is missing from the cache (so
+    ``--offline`` needs no apt sources), once, before the download threads start.
+    """
+    missing = [
+        sha for sha in (*(d.sha256 for d in lock.debs), *(w.sha256 for w in lock.wheels))
+        if not cache.path_for(sha).is_file()
+    ]
+    if missing and not cache.offline:
+        mirrors = resolve_mirrors(spec.debian)
+        indexes = index_config_from_host()
+        index_urls(indexes)  # warm uv's answer before threads share it
 
-    @cache_result
-    def indexes() -> object:
-        return index_config_from_host()
+    def deb_art(d: LockedDeb) -> Artifact:
+        return Artifact(
+            f"{d.name}_{d.version}_{d.architecture}.deb",
+            d.sha256,
+            d.size,
+            lambda: [f"{mirrors.for_suite(d.suite)}/{d.filename}"],
+        )
 
-    def deb_urls(filename: str, suite: str) -> Callable[[], Sequence[str]]:
-        return lambda: [f"{mirrors().for_suite(suite)}/{filename}"]  # type: ignore[attr-defined]
+    def wheel_art(w: LockedWheel) -> Artifact:
+        return Artifact(
+            w.filename,
+            w.sha256,
+            w.size,
+            lambda: [wheel_url(indexes, w.name, w.filename, _download, sha256=w.sha256)],
+        )
 
-    def wheel_urls(name: str, filename: str) -> Callable[[], Sequence[str]]:
-        return lambda: [
-            wheel_url(indexes(), name, filename, lambda u, h: http_get(u, headers=h))  # type: ignore[arg-type]
-        ]
+    deb_arts = [deb_art(d) for d in lock.debs]
+    wheel_arts = [wheel_art(w) for w in lock.wheels]
+    task = progress.task(f"download + verify ({len(deb_arts) + len(wheel_arts)} files)",
+                         total=len(deb_arts) + len(wheel_arts))
 
-    arts: list[tuple[str, object, Artifact]] = []
-    for d in lock.debs:
-        label = f"{d.name}_{d.version}_{d.architecture}.deb"
-        arts.append(("deb", d, Artifact(label, d.sha256, d.size, deb_urls(d.filename, d.suite))))
-    for w in lock.wheels:
-        arts.append(("whl", w, Artifact(w.filename, w.sha256, w.size, wheel_urls(w.name, w.filename))))
+    def get(art: Artifact) -> Path:
+        path = cache.get(art)
+        task.advance()
+        return path
 
-    total = sum(a.size for _, _, a in arts)
-    task = progress.task("download + verify", total=total or None, bytes_=True)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        paths = list(pool.map(lambda item: cache.get(item[2], task.advance), arts))
+        deb_paths = list(pool.map(get, deb_arts))
+        wheel_paths = list(pool.map(get, wheel_arts))
     task.finish()
-    debs = [DebInput(d, p) for (kind, d, _), p in zip(arts, paths, strict=True) if kind == "deb"]
-    wheels = [WheelInput(w, p) for (kind, w, _), p in zip(arts, paths, strict=True) if kind == "whl"]
-    return debs, wheels  # type: ignore[arg-type]
+    return (
+        [DebInput(d, p) for d, p in zip(lock.debs, deb_paths, strict=True)],
+        [WheelInput(w, p) for w, p in zip(lock.wheels, wheel_paths, strict=True)],
+    )
 
 
-def cache_result(fn: Callable[[], object]) -> Callable[[], object]:
-    return cache(fn)
+def _download(url: str, headers: Mapping[str, str]) -> bytes:
+    return http_get(url, headers=headers)
 
 
 def image_config(spec: ImageSpec, sde: int, rootfs: RootFS, lock: Lock) -> ImageConfig:
     env = dict(spec.env)
     env.setdefault("PATH", "/usr/local/bin:/usr/bin")
     history = tuple(
-        f"hardflow {__version__}: {layer.name} ({len(layer.paths)} paths)" for layer in rootfs.layers
+        f"hardflow {__version__}: {layer.name} ({len(layer.paths)} paths)"
+        for layer in rootfs.layers
     )
     return ImageConfig(
         user=f"{spec.uid}:{spec.gid}",

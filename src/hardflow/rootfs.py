@@ -203,9 +203,16 @@ def assemble(
     _ca_bundle(tree)
     _python_runtime(tree, spec)
 
+    # The cache names files by hash; wheel installers need the real file name (it carries
+    # the name, version and tags), so each wheel is linked under its name first.
+    named = staging.parent / f"{staging.name}-wheels"
+    named.mkdir(exist_ok=True)
     for i, whl in enumerate(sorted(wheels, key=lambda w: w.locked.name)):
+        link = named / whl.locked.filename
+        link.unlink(missing_ok=True)
+        link.symlink_to(whl.path.resolve())
         installed = install_wheel(
-            whl.path, tree.root, spec.python.version, spec.python.interpreter_path
+            link, tree.root, spec.python.version, spec.python.interpreter_path
         )
         for rel in installed.files:
             tree.register(rel, wheel_layer(whl.locked.name))
@@ -412,8 +419,10 @@ def compile_bytecode(tree: _Tree, spec: ImageSpec, progress: ProgressFn | None) 
             shutil.rmtree(cache, ignore_errors=True)
     jobs = max(1, min(os.cpu_count() or 1, 4))
     chunks = [sources[i::jobs] for i in range(jobs)]
-    base = ["chroot", str(tree.root)] if os.geteuid() == 0 else [
-        "unshare", "--map-root-user", "chroot", str(tree.root)]
+    chroot = shutil.which("chroot") or shutil.which("chroot", path="/usr/sbin:/sbin") or "chroot"
+    base = [chroot, str(tree.root)]
+    if os.geteuid() != 0:
+        base = [shutil.which("unshare") or "unshare", "--map-root-user", *base]
     argv = [*base, spec.python.interpreter_path, "-I", "-S", "-c", _COMPILE_SCRIPT]
     env = {"PYTHONHASHSEED": "0", "LANG": "C.UTF-8", "PATH": "/usr/bin"}
     procs = []
