@@ -68,8 +68,9 @@ class RunRequest:
     command: tuple[str, ...] = ("standalone",)
     env: Mapping[str, str] = field(default_factory=dict)
     health_timeout: float = 300.0
-    # exec form; None: rely on the health check in the image config
-    health_command: tuple[str, ...] | None = HEALTH_COMMAND
+    # exec form; None (default): rely on the health check in the image config. Podman 4.3
+    # turns a one-element JSON --health-cmd into CMD-SHELL, which needs /bin/sh (absent).
+    health_command: tuple[str, ...] | None = None
     memory: str | None = "4g"
     pids_limit: int | None = 4096
     stop_timeout: int = 30
