@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import __version__
@@ -242,9 +242,14 @@ def build(
         }
         out = options.out_dir
         image = write_oci_layout(layers, config, annotations, spec.reference, out / "oci")
+        # the work directory goes away: point the result at the blobs in the layout
+        image = replace(image, layers=tuple(
+            replace(layer, path=image.layout_dir / "blobs/sha256" / layer.digest.split(":")[1])
+            for layer in image.layers
+        ))
         if options.docker_archive:
             archive = write_docker_archive(image, out / "docker-archive.tar")
-            image = _with_archive(image, archive)
+            image = replace(image, archive_path=archive)
         timings["write"] = time.monotonic() - t
         timings["total"] = time.monotonic() - t0
         result = BuildResult(
@@ -264,9 +269,3 @@ def build(
     finally:
         if not os.environ.get("HARDFLOW_KEEP_WORK"):
             shutil.rmtree(work, ignore_errors=True)
-
-
-def _with_archive(image: ImageResult, archive: Path) -> ImageResult:
-    from dataclasses import replace
-
-    return replace(image, archive_path=archive)

@@ -346,7 +346,9 @@ def _default_reference() -> str:
 
 @cli.command()
 @name_option
-@click.option("--volume", "remove_volume", is_flag=True, help="Also delete its AIRFLOW_HOME volume.")
+@click.option(
+    "--volume", "remove_volume", is_flag=True, help="Also delete its AIRFLOW_HOME volume."
+)
 @click.option("--timeout", default=30, show_default=True, help="Seconds before SIGKILL.")
 def stop(name: str, remove_volume: bool, timeout: int) -> None:
     """Stop and remove a container started by `hardflow run`."""
@@ -437,7 +439,8 @@ def demo(port: int, name: str, keep: bool, as_json: bool) -> None:
         colour = "green" if run.ok else "red"
         out.print(f"Airflow healthy in {started.seconds_to_healthy:.1f}s at {started.url}")
         out.print(
-            f"DAG run {run.dag_id}/{run.run_id}: [bold {colour}]{run.state}[/] in {run.seconds:.1f}s"
+            f"DAG run {run.dag_id}/{run.run_id}: [bold {colour}]{run.state}[/] "
+            f"in {run.seconds:.1f}s"
         )
         for t in run.tasks:
             tail = [ln for ln in t.log.splitlines() if "hello" in ln][:1]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import ssl
 import tempfile
 import time
@@ -25,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import BinaryIO
 
 import platformdirs
 
@@ -132,18 +132,9 @@ class Cache:
         for url in urls:
             fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".dl-", suffix=".part")
             tmp = Path(tmp_name)
-            digest = hashlib.sha256()
             try:
                 with os.fdopen(fd, "wb") as out:
-
-                    def sink(chunk: bytes, out: object = out) -> None:
-                        digest.update(chunk)
-                        out.write(chunk)  # type: ignore[attr-defined]
-                        if progress:
-                            progress(len(chunk))
-
-                    http_get(url, sink=sink)
-                actual = digest.hexdigest()
+                    actual = _stream_to(url, out, progress)
                 if actual != art.sha256:
                     raise TrustError(
                         f"{art.label}: sha256 mismatch for {url}\n"
@@ -176,15 +167,23 @@ class Cache:
                 tmp.unlink(missing_ok=True)
 
 
+def _stream_to(url: str, out: BinaryIO, progress: Callable[[int], None] | None) -> str:
+    """Download ``url`` into ``out``; return the sha256 of what was written."""
+    digest = hashlib.sha256()
+
+    def sink(chunk: bytes) -> None:
+        digest.update(chunk)
+        out.write(chunk)
+        if progress:
+            progress(len(chunk))
+
+    http_get(url, sink=sink)
+    return digest.hexdigest()
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:
         while chunk := fh.read(CHUNK):
             h.update(chunk)
     return h.hexdigest()
-
-
-def copy_verified(src: Path, dest: Path, sha256: str, label: str) -> None:
-    if sha256_file(src) != sha256:
-        raise TrustError(f"{label}: {src} does not match its locked sha256 {sha256}")
-    shutil.copyfile(src, dest)

@@ -45,7 +45,7 @@ class Mirrors:
 
 
 def parse_one_line(text: str, origin: str) -> list[AptSource]:
-    out = []
+    out: list[AptSource] = []
     for raw in text.splitlines():
         line = raw.split("#", 1)[0].strip()
         if not line.startswith("deb "):
@@ -58,7 +58,7 @@ def parse_one_line(text: str, origin: str) -> list[AptSource]:
 
 
 def parse_deb822(text: str, origin: str) -> list[AptSource]:
-    out = []
+    out: list[AptSource] = []
     for stanza in re.split(r"\n\s*\n", text):
         fields: dict[str, str] = {}
         key = ""

@@ -162,7 +162,9 @@ class _Tree:
         os.symlink(target, dest)
         self.layer_of[rel] = layer
 
-    def directory(self, rel: str, mode: int, layer: str, owner: tuple[int, int] | None = None) -> None:
+    def directory(
+        self, rel: str, mode: int, layer: str, owner: tuple[int, int] | None = None
+    ) -> None:
         if not rel:
             return
         self._parents(rel, layer)
@@ -436,7 +438,7 @@ def compile_bytecode(tree: _Tree, spec: ImageSpec, progress: ProgressFn | None) 
         results = [p.communicate(data) for p, data in procs]
     except FileNotFoundError as exc:
         raise BuildError(f"cannot run the image's interpreter to compile bytecode: {exc}") from None
-    for (p, _), (out, err) in zip(procs, results, strict=True):
+    for (p, _), (_out, err) in zip(procs, results, strict=True):
         if p.returncode != 0:
             raise BuildError(
                 f"compiling bytecode with {spec.python.interpreter_path} failed "

@@ -1,0 +1,139 @@
+"""Run inside the image: import every module of every installed Python distribution.
+
+Catches what a minimal image most often gets wrong: a shared library, data file or stdlib
+module that a package needs at import time and that was not shipped. A module whose import
+fails only because an *optional* third-party package is not installed (ModuleNotFoundError
+naming a top-level module that no installed distribution provides) is counted, not failed:
+those are extras the requirement set did not ask for. Everything else fails, and so does a
+missing shared object (``OSError``/``ImportError`` mentioning ``.so``).
+
+Prints one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import json
+import signal
+import sys
+import warnings
+from pathlib import PurePosixPath
+
+# Modules that cannot be imported in this image on purpose, each with its reason.
+SKIP: dict[str, str] = {
+    "billiard._win": "Windows only",
+    "billiard.popen_spawn_win32": "Windows only",
+    "dateutil.tz.win": "Windows only",
+    "dateutil.tzwin": "Windows only",
+    "rich._win32_console": "Windows only",
+    "rich._windows_renderer": "Windows only",
+    "tzlocal.win32": "Windows only",
+    "psutil._psaix": "AIX only",
+    "psutil._psbsd": "BSD only",
+    "psutil._psosx": "macOS only",
+    "psutil._pssunos": "Solaris only",
+    "psutil._pswindows": "Windows only",
+    "psycopg.pq._pq_ctypes": "ctypes libpq binding: psycopg-binary's bundled libpq is used",
+    "psycopg.pq.pq_ctypes": "ctypes libpq binding: psycopg-binary's bundled libpq is used",
+    "psycopg.types.shapely": "needs the optional Shapely package",
+    "rich_argparse.django": "needs the optional Django package",
+    "airflow.utils.log.task_handler_with_custom_formatter": (
+        "Airflow 3.3.2 itself: imports a helper that its own airflow.utils.helpers no longer has"
+    ),
+}
+SKIP_PARTS = {"tests", "test", "testing", "_pytest", "conftest", "__main__", "e2e_test"}
+
+
+def skipped_name(parts: list[str]) -> bool:
+    last = parts[-1]
+    return bool(SKIP_PARTS & set(parts)) or last.startswith("test_") or last.endswith(
+        ("_test", "_benchmark")
+    )
+
+
+def modules_of(dist: md.Distribution) -> list[str]:
+    names = set()
+    for f in dist.files or ():
+        p = PurePosixPath(str(f))
+        if p.suffix not in (".py", ".so") or ".." in p.parts or p.parts[0].endswith(
+            (".dist-info", ".data")
+        ):
+            continue
+        parts = list(p.parts)
+        last = parts[-1].split(".")[0]
+        parts = [*parts[:-1], last] if last != "__init__" else parts[:-1]
+        if not parts or any(not x.isidentifier() for x in parts):
+            continue
+        if skipped_name(parts) or ".".join(parts) in SKIP:
+            continue
+        names.add(".".join(parts))
+    return sorted(names)
+
+
+def provided_modules() -> set[str]:
+    """Every dotted module/package name some installed distribution (or the stdlib) ships."""
+    names = set(sys.stdlib_module_names) | set(sys.builtin_module_names)
+    for dist in md.distributions():
+        for f in dist.files or ():
+            parts = list(PurePosixPath(str(f)).parts)
+            if not parts or parts[0].endswith((".dist-info", ".data")):
+                continue
+            parts[-1] = parts[-1].split(".")[0]
+            for i in range(1, len(parts) + 1):
+                names.add(".".join(parts[:i]))
+    return names
+
+
+class Timeout(Exception):
+    pass
+
+
+def _alarm(signum: int, frame: object) -> None:
+    raise Timeout("import took longer than 60 s")
+
+
+def main() -> int:
+    warnings.simplefilter("ignore")
+    signal.signal(signal.SIGALRM, _alarm)
+    provided = provided_modules()
+    result: dict[str, object] = {}
+    imported = 0
+    optional: dict[str, str] = {}
+    failures: dict[str, str] = {}
+    dists = sorted(md.distributions(), key=lambda d: d.metadata["Name"].lower())
+    for dist in dists:
+        for mod in modules_of(dist):
+            signal.alarm(60)
+            try:
+                importlib.import_module(mod)
+                imported += 1
+            except ModuleNotFoundError as exc:
+                missing = exc.name or ""
+                if missing and missing not in provided:
+                    optional[mod] = f"optional dependency {missing} not installed"
+                else:
+                    failures[mod] = f"{type(exc).__name__}: {exc}"
+            except (Timeout, KeyboardInterrupt) as exc:
+                failures[mod] = f"{type(exc).__name__}: {exc}"
+            except BaseException as exc:
+                text = f"{type(exc).__name__}: {exc}"
+                if ".so" in text or isinstance(exc, (OSError, ImportError, SystemExit)):
+                    failures[mod] = text
+                else:
+                    # a library refusing to import without configuration (e.g. a provider
+                    # asking for a missing setting) is a logic error, not a missing file
+                    optional[mod] = text[:300]
+            finally:
+                signal.alarm(0)
+    result["skipped"] = SKIP
+    result["distributions"] = len(dists)
+    result["imported"] = imported
+    result["optional"] = optional
+    result["failures"] = failures
+    sys.stdout.write("\n" + json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
