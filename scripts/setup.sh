@@ -7,6 +7,12 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 
 need_apt=0
+extra=""
+# the tests also drive the Airflow UI in headless Chromium
+if [ "${HARDFLOW_SETUP_TESTS:-0}" = 1 ]; then
+  extra="chromium"
+  command -v chromium >/dev/null 2>&1 || need_apt=1
+fi
 for cmd in gpgv podman runc python3; do command -v "$cmd" >/dev/null 2>&1 || need_apt=1; done
 [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need_apt=1
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt=1
@@ -15,7 +21,7 @@ if [ "$need_apt" = 1 ] || [ "${HARDFLOW_FORCE_APT:-0}" = 1 ]; then
   $SUDO apt-get update -q
   $SUDO apt-get install -y -q --no-install-recommends \
     python3 python3-venv python3-pip gpgv gnupg debian-archive-keyring ca-certificates \
-    util-linux >/dev/null
+    util-linux $extra >/dev/null
 fi
 $SUDO bash "$HERE/.ci/podman-setup.sh" >/dev/null
 

@@ -3,7 +3,7 @@
 # including the end-to-end tests that build the default image and run it in podman.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$HERE/scripts/setup.sh"
+HARDFLOW_SETUP_TESTS=1 source "$HERE/scripts/setup.sh"
 cd "$HERE"
 echo "== ruff"; ruff check src tests
 echo "== mypy"; mypy

@@ -83,8 +83,9 @@ def test_lock_checksum_ignores_metadata_but_not_packages(tmp_path: Path) -> None
 def test_resolve_spec_arg_pairs_lock(tmp_path: Path) -> None:
     p = write(tmp_path, MINIMAL)
     spec, lock = resolve_spec_arg(str(p))
+    assert spec.name == "acme/airflow"
     assert lock == tmp_path / "img.lock.json"
-    spec, lock = resolve_spec_arg(None)
+    _spec, lock = resolve_spec_arg(None)
     assert lock.name == "default.lock.json"
-    with pytest.raises(SpecError, match="no embedded spec|cannot read spec"):
+    with pytest.raises(SpecError, match=r"no embedded spec|cannot read spec"):
         resolve_spec_arg("nonexistent-spec.toml")
