@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -21,11 +22,11 @@ from . import __version__
 from .fetch import Artifact, Cache, http_get
 from .layers import Layer, write_layer
 from .lock import Lock, LockedDeb, LockedWheel, atomic_write, check_matches
-from .mirrors import resolve_mirrors
+from .mirrors import Mirrors, resolve_mirrors
 from .oci import ImageConfig, ImageResult, write_docker_archive, write_oci_layout
 from .progress import NullProgress, Progress
-from .pypi.index import index_config_from_host, index_urls, wheel_url
-from .rootfs import DebInput, RootFS, WheelInput, assemble
+from .pypi.index import IndexConfig, index_config_from_host, index_urls, wheel_url
+from .rootfs import Compiler, DebInput, RootFS, WheelInput, assemble
 from .spec import ImageSpec
 
 SOURCE_URL = "https://github.com/hardflow/hardflow"
@@ -39,6 +40,7 @@ class BuildOptions:
     work_dir: Path | None = None  # where staging goes (default: a temp dir beside out_dir)
     docker_archive: bool = True
     jobs: int = 8
+    compiler: Compiler | None = None  # default: the image's own interpreter in a chroot
 
 
 @dataclass(frozen=True)
@@ -93,21 +95,26 @@ def fetch_inputs(
     Mirrors and indexes are worked out only when something is missing from the cache (so
     ``--offline`` needs no apt sources), once, before the download threads start.
     """
-    missing = [
-        sha for sha in (*(d.sha256 for d in lock.debs), *(w.sha256 for w in lock.wheels))
-        if not cache.path_for(sha).is_file()
-    ]
-    if missing and not cache.offline:
-        mirrors = resolve_mirrors(spec.debian)
-        indexes = index_config_from_host()
-        index_urls(indexes)  # warm uv's answer before threads share it
+    lock_ = threading.Lock()
+    resolved: dict[str, object] = {}
+
+    def sources() -> tuple[Mirrors, IndexConfig]:
+        # Worked out once, on the first download (never when everything is cached, so
+        # --offline needs no apt sources), under a lock: the download threads share it.
+        with lock_:
+            if not resolved:
+                resolved["mirrors"] = resolve_mirrors(spec.debian)
+                config = index_config_from_host()
+                index_urls(config)  # warm uv's answer
+                resolved["indexes"] = config
+        return resolved["mirrors"], resolved["indexes"]  # type: ignore[return-value]
 
     def deb_art(d: LockedDeb) -> Artifact:
         return Artifact(
             f"{d.name}_{d.version}_{d.architecture}.deb",
             d.sha256,
             d.size,
-            lambda: [f"{mirrors.for_suite(d.suite)}/{d.filename}"],
+            lambda: [f"{sources()[0].for_suite(d.suite)}/{d.filename}"],
         )
 
     def wheel_art(w: LockedWheel) -> Artifact:
@@ -115,7 +122,7 @@ def fetch_inputs(
             w.filename,
             w.sha256,
             w.size,
-            lambda: [wheel_url(indexes, w.name, w.filename, _download, sha256=w.sha256)],
+            lambda: [wheel_url(sources()[1], w.name, w.filename, _download, sha256=w.sha256)],
         )
 
     deb_arts = [deb_art(d) for d in lock.debs]
@@ -213,7 +220,7 @@ def build(
                 task = tasks[phase] = progress.task(phase, total=total)
             task.advance(1)  # type: ignore[attr-defined]
 
-        rootfs = assemble(spec, debs, wheels, work / "rootfs", on_progress)
+        rootfs = assemble(spec, debs, wheels, work / "rootfs", on_progress, options.compiler)
         for task in tasks.values():
             task.finish()  # type: ignore[attr-defined]
         timings["assemble"] = time.monotonic() - t

@@ -31,7 +31,7 @@ from .errors import EngineError, HardflowError
 from .lock import LockDiff
 from .spec import resolve_spec_arg
 
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False)
 
 

@@ -188,6 +188,7 @@ def assemble(
     wheels: Sequence[WheelInput],
     staging: Path,
     progress: ProgressFn | None = None,
+    compiler: Compiler | None = None,
 ) -> RootFS:
     if staging.exists():
         shutil.rmtree(staging)
@@ -225,7 +226,7 @@ def assemble(
     _accounts_and_identity(tree, spec)
     _spec_files(tree, spec)
     _airflow_home(tree, spec)
-    compiled = compile_bytecode(tree, spec, progress)
+    compiled = compile_bytecode(tree, spec, progress, compiler)
     _normalise_modes(tree)
 
     by_layer: dict[str, list[str]] = {name: [] for name in LAYER_ORDER}
@@ -402,27 +403,21 @@ print(ok)
 """
 
 
-def compile_bytecode(tree: _Tree, spec: ImageSpec, progress: ProgressFn | None) -> int:
-    """Compile every .py with the image's own interpreter, inside the tree (chroot)."""
-    pyver = spec.python.version
-    roots = [f"usr/lib/python{pyver}", f"usr/local/lib/python{pyver}", "usr/local/lib/hardflow"]
-    sources = sorted(
-        str(p.relative_to(tree.root))
-        for r in roots
-        if (tree.root / r).is_dir()
-        for p in (tree.root / r).rglob("*.py")
-        if p.is_file() and not p.is_symlink()
-    )
-    if not sources:
-        return 0
-    # Don't let host-made caches slip in: only bytecode made by the target interpreter counts.
-    for r in roots:
-        for cache in (tree.root / r).rglob("__pycache__") if (tree.root / r).is_dir() else ():
-            shutil.rmtree(cache, ignore_errors=True)
+Compiler = Callable[[Path, Sequence[str], ImageSpec], None]
+"""Compiles the given root-relative ``.py`` files of the tree to ``__pycache__`` in place."""
+
+
+def chroot_compiler(root: Path, sources: Sequence[str], spec: ImageSpec) -> None:
+    """Run the image's own interpreter over the tree (chroot; ``unshare -r`` when not root).
+
+    The host's Python may be another version, and bytecode must match the target's magic
+    number; on a read-only root nothing can be compiled at start, so it is done here.
+    ``PYTHONHASHSEED=0`` keeps marshalled sets/frozensets in a stable order.
+    """
     jobs = max(1, min(os.cpu_count() or 1, 4))
     chunks = [sources[i::jobs] for i in range(jobs)]
     chroot = shutil.which("chroot") or shutil.which("chroot", path="/usr/sbin:/sbin") or "chroot"
-    base = [chroot, str(tree.root)]
+    base = [chroot, str(root)]
     if os.geteuid() != 0:
         base = [shutil.which("unshare") or "unshare", "--map-root-user", *base]
     argv = [*base, spec.python.interpreter_path, "-I", "-S", "-c", _COMPILE_SCRIPT]
@@ -433,7 +428,7 @@ def compile_bytecode(tree: _Tree, spec: ImageSpec, progress: ProgressFn | None) 
             p = subprocess.Popen(
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 env=env, text=True,
-            )
+            )  # fmt: skip
             procs.append((p, "".join("/" + s + "\n" for s in chunk)))
         results = [p.communicate(data) for p, data in procs]
     except FileNotFoundError as exc:
@@ -445,11 +440,38 @@ def compile_bytecode(tree: _Tree, spec: ImageSpec, progress: ProgressFn | None) 
                 f"(exit {p.returncode}): {err.strip()[-2000:]}",
                 hint="building needs root or unprivileged user namespaces (unshare -r)",
             )
-    count = sum(int(out.strip() or 0) for out, _ in results)
+
+
+def compile_bytecode(
+    tree: _Tree, spec: ImageSpec, progress: ProgressFn | None, compiler: Compiler | None = None
+) -> int:
+    """Compile every .py of the Python trees; each .pyc joins its source's layer."""
+    pyver = spec.python.version
+    candidates = (
+        f"usr/lib/python{pyver}",
+        f"usr/local/lib/python{pyver}",
+        "usr/local/lib/hardflow",
+    )
+    roots = [tree.root / r for r in candidates if (tree.root / r).is_dir()]
+    # Only bytecode made by the target interpreter counts: drop any that came with packages.
+    for r in roots:
+        for cache in list(r.rglob("__pycache__")):
+            shutil.rmtree(cache, ignore_errors=True)
+    sources = sorted(
+        str(p.relative_to(tree.root))
+        for r in roots
+        for p in r.rglob("*.py")
+        if p.is_file() and not p.is_symlink()
+    )
+    if not sources:
+        return 0
+    (compiler or chroot_compiler)(tree.root, sources, spec)
     tag = f"cpython-{pyver.replace('.', '')}"
+    count = 0
     for src in sources:
         pyc = PurePosixPath(src).parent / "__pycache__" / f"{PurePosixPath(src).stem}.{tag}.pyc"
         if (tree.root / pyc).exists():
+            count += 1
             layer = tree.layer_of.get(src, "hardflow")
             tree.register(str(pyc), layer)
             tree.layer_of.setdefault(str(pyc.parent), layer)

@@ -261,6 +261,7 @@ def _describe(value: object) -> str:
     return f"{kind} {text}"
 
 
+TOP_LEVEL_KEYS = frozenset({"name", "tag", "debian", "python", "image", "files"})
 _NAME = r"[a-z0-9]+(?:[._\-/][a-z0-9]+)*"
 _TAG = r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}"
 _PKG = r"[a-z0-9][a-z0-9+.\-]+"
@@ -268,6 +269,12 @@ _PKG = r"[a-z0-9][a-z0-9+.\-]+"
 
 def parse_spec(data: Mapping[str, Any], origin: str, base_dir: str = "") -> ImageSpec:
     top = _Reader(origin, data)
+    unknown = sorted(set(data) - TOP_LEVEL_KEYS)
+    if unknown:  # say so before complaining about anything missing
+        raise SpecError(
+            f"{origin}: unknown key '{unknown[0]}'",
+            hint=f"allowed top-level keys: {', '.join(sorted(TOP_LEVEL_KEYS))}",
+        )
     name = top.string("name", pattern=_NAME)
     tag = top.string("tag", pattern=_TAG)
 

@@ -33,15 +33,24 @@ def http_downloader(url: str) -> bytes:
 @pytest.mark.network
 def test_real_trixie_closure() -> None:
     mirror = os.environ.get("HARDFLOW_TEST_DEBIAN_MIRROR")
+    security = os.environ.get("HARDFLOW_TEST_DEBIAN_SECURITY_MIRROR")
     if not mirror:
-        pytest.skip("HARDFLOW_TEST_DEBIAN_MIRROR is not set")
+        # the same choice a build makes: the host's apt sources
+        from hardflow.errors import FetchError as NoMirror
+        from hardflow.mirrors import resolve_mirrors
+        from hardflow.spec import DebianSpec
+
+        try:
+            found = resolve_mirrors(DebianSpec(suites=("trixie",)))
+        except NoMirror as exc:
+            pytest.skip(f"no Debian mirror: {exc.message}")
+        mirror, security = found.main, security or found.security
     if not KEYRING.is_file():
         pytest.skip(f"{KEYRING} is missing (install debian-archive-keyring)")
     indices: list[SuiteIndex] = [
         load_suite(mirror, suite, ["main"], "amd64", KEYRING, http_downloader)
         for suite in ("trixie", "trixie-updates")
     ]
-    security = os.environ.get("HARDFLOW_TEST_DEBIAN_SECURITY_MIRROR")
     if security:
         indices.append(
             load_suite(security, "trixie-security", ["main"], "amd64", KEYRING, http_downloader)
