@@ -443,7 +443,8 @@ def demo(port: int, name: str, keep: bool, as_json: bool) -> None:
             f"in {run.seconds:.1f}s"
         )
         for t in run.tasks:
-            tail = [ln for ln in t.log.splitlines() if "hello" in ln][:1]
+            said = [ln for ln in t.log.splitlines() if "hello" in ln and "echo" not in ln]
+            tail = said[:1] or [ln for ln in t.log.splitlines() if "hello" in ln][:1]
             out.print(f"  task {t.task_id}: {t.state}  {escape(tail[0].strip()) if tail else ''}")
         if keep:
             out.print(f"  still running: `hardflow password --name {name}` for the admin password,"
