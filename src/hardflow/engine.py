@@ -283,6 +283,25 @@ def load_archive(engine: Engine, archive: Path) -> str:
     return parse_loaded_ref(proc.stdout)
 
 
+def save_argv(engine: Engine, ref: str, dest: Path) -> list[str]:
+    """The command line that writes ``ref`` from the local store as a docker-archive."""
+    argv = [engine.path, "save", "--output", str(dest)]
+    if engine.name == "podman":
+        argv += ["--format", "docker-archive"]
+    return [*argv, ref]
+
+
+def save_image(engine: Engine, ref: str, dest: Path) -> Path:
+    """Write the local image ``ref`` to ``dest`` as a docker-archive (for audits)."""
+    if not image_exists(engine, ref):
+        raise EngineError(
+            f"no image {ref!r} in the local {engine.name} store",
+            hint="give a path to an OCI layout or an image archive, or load the image first",
+        )
+    _call(save_argv(engine, ref, dest), timeout=1800)
+    return dest
+
+
 def image_exists(engine: Engine, ref: str) -> bool:
     proc = _call([engine.path, "image", "inspect", "--format", "{{.Id}}", ref], check=False)
     return proc.returncode == 0
