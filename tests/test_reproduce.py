@@ -77,6 +77,7 @@ def test_a_nondeterministic_step_is_found_and_named(world: World) -> None:  # no
     text = "\n".join(render_report(report))
     assert "NOT REPRODUCIBLE" in text
     assert f"{diff.path!r}" in text and "first difference" in text
+    assert report.config_difference == "only rootfs.diff_ids (they follow the layers)"
 
 
 def _tree(root: Path, files: dict[str, bytes], modes: dict[str, int] | None = None) -> Path:

@@ -186,10 +186,16 @@ def compare_builds(
     ia, ib = a.image, b.image
     config_difference = None
     if ia.config_digest != ib.config_digest:
+        config_a = json.loads(_blob(ia.layout_dir, ia.config_digest).read_bytes())
+        config_b = json.loads(_blob(ib.layout_dir, ib.config_digest).read_bytes())
+        # the diff_ids follow the layers, which are compared below: look past them first
         config_difference = first_json_difference(
-            json.loads(_blob(ia.layout_dir, ia.config_digest).read_bytes()),
-            json.loads(_blob(ib.layout_dir, ib.config_digest).read_bytes()),
-        ) or "the config bytes differ"
+            {k: v for k, v in config_a.items() if k != "rootfs"},
+            {k: v for k, v in config_b.items() if k != "rootfs"},
+        ) or first_json_difference(config_a, config_b)
+        if config_difference and config_difference.startswith("rootfs.diff_ids"):
+            config_difference = "only rootfs.diff_ids (they follow the layers)"
+        config_difference = config_difference or "the config bytes differ"
     layers: list[LayerComparison] = []
     count = max(len(ia.layers), len(ib.layers))
     for i in range(count):
