@@ -25,9 +25,7 @@ NIST = "NIST SP 800-190 §4.1 (image countermeasures)"
 REPRO = "Reproducibility (hardflow DESIGN §5)"
 
 
-def _c(
-    id_: str, level: Level, group: str, title: str, fix: str, *refs: str
-) -> Check:
+def _c(id_: str, level: Level, group: str, title: str, fix: str, *refs: str) -> Check:
     return Check(id_, level, title, fix, group, tuple(refs))
 
 
@@ -304,9 +302,7 @@ def uses_add(index: int, created_by: str) -> bool:
 def upgrades(segments: Sequence[Sequence[str]]) -> bool:
     managers = ("apt-get", "apt", "apk", "yum", "dnf", "microdnf")
     verbs = ("upgrade", "dist-upgrade", "full-upgrade")
-    return any(
-        any(m in s for m in managers) and any(v in s for v in verbs) for s in segments
-    )
+    return any(any(m in s for m in managers) and any(v in s for v in verbs) for s in segments)
 
 
 def uses_sudo(segments: Sequence[Sequence[str]]) -> bool:
@@ -450,9 +446,11 @@ def env_secret_items(image: ImageData) -> list[Item]:
         upper = name.upper()
         if not value:
             continue
-        reasons = [] if name in ENV_ACCEPTED or upper.endswith(ENV_POINTER_SUFFIXES) else [
-            "suspicious name" for w in ENV_SECRET_WORDS if w in upper
-        ][:1]
+        reasons = (
+            []
+            if name in ENV_ACCEPTED or upper.endswith(ENV_POINTER_SUFFIXES)
+            else ["suspicious name" for w in ENV_SECRET_WORDS if w in upper][:1]
+        )
         reasons += [what for what, pattern in _VALUE_PATTERNS if pattern.search(value)]
         if reasons:
             items.append(Item(f"env {name}", ", ".join(reasons)))
@@ -710,9 +708,7 @@ def _maybe(check: Check, items: list[Item] | None, why_skip: str, note: str = ""
     return skipped(check, why_skip) if items is None else judge(check, items, note)
 
 
-def run_image_checks(
-    image: ImageData, signature: SignatureResult = NO_SIGNATURE
-) -> list[Finding]:
+def run_image_checks(image: ImageData, signature: SignatureResult = NO_SIGNATURE) -> list[Finding]:
     """Every image check, in catalogue order."""
     c = CHECKS
     root = root_user_items(image)

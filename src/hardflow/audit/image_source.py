@@ -421,8 +421,7 @@ def _stream_layer(
         )
     if expect_diff_id and expect_diff_id.startswith("sha256:") and diff_id != expect_diff_id:
         raise AuditError(
-            f"{label}: uncompressed digest is {diff_id}, the config's diff_id is "
-            f"{expect_diff_id}",
+            f"{label}: uncompressed digest is {diff_id}, the config's diff_id is {expect_diff_id}",
             hint="the layer is truncated or was modified",
         )
     # whiteouts hide lower layers' paths; then this layer's entries go on top
@@ -633,9 +632,7 @@ def looks_like_path(image: str) -> bool:
     return image.startswith(("/", "./", "../", "~")) or os.path.exists(image)
 
 
-def read_image(
-    image: str, *, engine: str | None = None, saver: Saver | None = None
-) -> ImageData:
+def read_image(image: str, *, engine: str | None = None, saver: Saver | None = None) -> ImageData:
     """Read ``image``: a path (layout or archive) or a reference in the local engine store."""
     if looks_like_path(image):
         path = Path(image).expanduser()
@@ -682,4 +679,3 @@ __all__ = [
     "read_image",
     "read_image_path",
 ]
-
