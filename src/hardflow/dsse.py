@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -80,10 +81,13 @@ def _b64(value: object, what: str, origin: str) -> bytes:
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        try:  # the spec allows URL-safe base64 too
+        pass
+    if re.fullmatch(r"[A-Za-z0-9_\-]*={0,2}", value):  # the spec allows URL-safe base64 too
+        try:
             return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
         except (binascii.Error, ValueError):
-            raise TrustError(f"{origin}: DSSE {what} is not valid base64") from None
+            pass
+    raise TrustError(f"{origin}: DSSE {what} is not valid base64")
 
 
 def parse_envelope(data: bytes, origin: str = "envelope") -> Envelope:

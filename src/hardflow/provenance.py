@@ -117,8 +117,8 @@ def provenance_predicate(
                 "architecture": spec.debian.architecture,
                 "python": spec.python.version,
                 "debianSuites": [
-                    {"name": s.name, "date": s.date} for s in sorted(lock.suites,
-                                                                    key=lambda s: s.name)
+                    {"name": s.name, "date": s.date}
+                    for s in sorted(lock.suites, key=lambda s: s.name)
                 ],
             },
             "resolvedDependencies": resolved_dependencies(lock, distro),
@@ -191,7 +191,10 @@ def attestation_files(out_dir: Path) -> list[Path]:
 
 
 def signed_attestations(
-    manifest_digest: str, sign: Signer, keyid: str = "", out_dir: Path | None = None,
+    manifest_digest: str,
+    sign: Signer,
+    keyid: str = "",
+    out_dir: Path | None = None,
     layout_dir: Path | None = None,
 ) -> list[bytes]:
     """The build-time envelopes, each re-signed with ``sign`` (earlier signatures dropped).

@@ -36,8 +36,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
     help="Write the SBOM to FILE (default: standard output).",
 )
 @click.option("--json", "as_json", is_flag=True, help="With -o: a summary as JSON on stdout.")
-def sbom(image: Path, fmt: str, lock_path: Path | None, output: Path | None,
-         as_json: bool) -> None:
+def sbom(image: Path, fmt: str, lock_path: Path | None, output: Path | None, as_json: bool) -> None:
     """Write the SBOM of IMAGE: an OCI layout directory (or a build output directory holding
     oci/) or a docker-archive. Lists every Debian package and Python distribution with its
     PURL, licence and the sha256 of the .deb or wheel it was installed from."""

@@ -44,13 +44,15 @@ def _deb(pkg: DebPackage) -> dict[str, Any]:
         "purl": pkg.purl,
         "hashes": _hashes(pkg.sha256),
         "supplier": {"name": "Debian"},
-        "properties": _props([
-            ("hardflow:deb:architecture", pkg.architecture),
-            ("hardflow:deb:filename", pkg.filename),
-            ("hardflow:deb:source", pkg.source),
-            ("hardflow:deb:source_version", pkg.source_version),
-            ("hardflow:license:source", pkg.license.source),
-        ]),
+        "properties": _props(
+            [
+                ("hardflow:deb:architecture", pkg.architecture),
+                ("hardflow:deb:filename", pkg.filename),
+                ("hardflow:deb:source", pkg.source),
+                ("hardflow:deb:source_version", pkg.source_version),
+                ("hardflow:license:source", pkg.license.source),
+            ]
+        ),
     }
     if lic := _licenses(pkg.license):
         comp["licenses"] = lic
@@ -65,10 +67,12 @@ def _wheel(pkg: PyPackage) -> dict[str, Any]:
         "version": pkg.version,
         "purl": pkg.purl,
         "hashes": _hashes(pkg.sha256),
-        "properties": _props([
-            ("hardflow:wheel:filename", pkg.filename),
-            ("hardflow:license:source", pkg.license.source),
-        ]),
+        "properties": _props(
+            [
+                ("hardflow:wheel:filename", pkg.filename),
+                ("hardflow:license:source", pkg.license.source),
+            ]
+        ),
     }
     if lic := _licenses(pkg.license):
         comp["licenses"] = lic
@@ -86,11 +90,13 @@ def cyclonedx_document(inv: Inventory, tool_name: str, tool_version: str) -> dic
         "version": img.tag,
         "purl": image_ref,
         "hashes": _hashes(digest.split(":", 1)[1]),
-        "properties": _props([
-            ("hardflow:image:manifest_digest", img.manifest_digest),
-            ("hardflow:image:config_digest", img.config_digest),
-            ("hardflow:image:platform", f"{img.os}/{img.architecture}"),
-        ]),
+        "properties": _props(
+            [
+                ("hardflow:image:manifest_digest", img.manifest_digest),
+                ("hardflow:image:config_digest", img.config_digest),
+                ("hardflow:image:platform", f"{img.os}/{img.architecture}"),
+            ]
+        ),
     }
     deb_by_name = {p.name: p.purl for p in inv.debs}
     py_by_key = {p.key: p.purl for p in inv.wheels}
@@ -99,12 +105,10 @@ def cyclonedx_document(inv: Inventory, tool_name: str, tool_version: str) -> dic
         {"ref": image_ref, "dependsOn": sorted(c["bom-ref"] for c in components)}
     ]
     dependencies += [
-        {"ref": p.purl, "dependsOn": sorted(deb_by_name[d] for d in p.depends)}
-        for p in inv.debs
+        {"ref": p.purl, "dependsOn": sorted(deb_by_name[d] for d in p.depends)} for p in inv.debs
     ]
     dependencies += [
-        {"ref": p.purl, "dependsOn": sorted(py_by_key[d] for d in p.depends)}
-        for p in inv.wheels
+        {"ref": p.purl, "dependsOn": sorted(py_by_key[d] for d in p.depends)} for p in inv.wheels
     ]
     return {
         "$schema": SCHEMA,
@@ -115,9 +119,7 @@ def cyclonedx_document(inv: Inventory, tool_name: str, tool_version: str) -> dic
         "metadata": {
             "timestamp": rfc3339(img.created),
             "tools": {
-                "components": [
-                    {"type": "application", "name": tool_name, "version": tool_version}
-                ]
+                "components": [{"type": "application", "name": tool_name, "version": tool_version}]
             },
             "component": image_component,
         },

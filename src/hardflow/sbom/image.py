@@ -120,7 +120,9 @@ def _apply_layer(
 
 
 def _apply_entry(
-    archive: tarfile.TarFile, info: tarfile.TarInfo, files: dict[str, bytes],
+    archive: tarfile.TarFile,
+    info: tarfile.TarInfo,
+    files: dict[str, bytes],
     links: dict[str, str],
 ) -> None:
     path = _clean(info.name)
@@ -207,7 +209,10 @@ def _created(config: Mapping[str, Any], origin: str) -> int:
 
 
 def _subject(
-    reference: str, manifest_digest: str, config_digest: str, config: Mapping[str, Any],
+    reference: str,
+    manifest_digest: str,
+    config_digest: str,
+    config: Mapping[str, Any],
     origin: str,
 ) -> ImageSubject:
     runtime = config.get("config") or {}
@@ -225,7 +230,8 @@ def _subject(
 def read_oci_layout(layout: Path) -> ImageFiles:
     index = _load_json(_read(layout / "index.json"), f"{layout}/index.json")
     manifests = [  # cosign's signatures and attestations (sha256-<hex>.sig/.att) are not it
-        m for m in index.get("manifests", [])
+        m
+        for m in index.get("manifests", [])
         if m.get("mediaType") == MEDIA_MANIFEST
         and not is_attachment_tag((m.get("annotations") or {}).get(REF_NAME))
     ]
@@ -286,6 +292,7 @@ def read_docker_archive(path: Path) -> ImageFiles:
 
 def _read_docker_archive(path: Path) -> ImageFiles:
     with tarfile.open(path, mode="r:") as archive:
+
         def member(name: str) -> IO[bytes]:
             try:
                 fh = archive.extractfile(name)
@@ -317,9 +324,7 @@ def _read_docker_archive(path: Path) -> ImageFiles:
     labels = (config.get("config") or {}).get("Labels") or {}
     manifest_digest = ""
     if digest_named and descriptors:
-        annotations = {
-            k: v for k, v in labels.items() if k.startswith("org.opencontainers.image.")
-        }
+        annotations = {k: v for k, v in labels.items() if k.startswith("org.opencontainers.image.")}
         manifest = manifest_document(descriptors, config_digest, len(config_bytes), annotations)
         manifest_digest = sha256_digest(canonical_json(manifest))
     tags = entry.get("RepoTags") or []

@@ -28,10 +28,18 @@ from .licenses import License, debian_license, python_license
 _STATUS = re.compile(r"var/lib/dpkg/status\.d/([^/]+)")
 _METADATA = re.compile(r"(.+)/([^/]+)\.dist-info/METADATA")
 # Debian's own Python packages install here; their files belong to a .deb, not to a wheel.
-_DEBIAN_PYTHON = re.compile(r"usr/lib/python3(\.\d+)?/(dist-packages|site-packages)/.*|"
-                            r"usr/lib/python3\.\d+/.*")
-_ARCH_MACHINE = {"amd64": "x86_64", "arm64": "aarch64", "i386": "i686", "ppc64el": "ppc64le",
-                 "s390x": "s390x", "armhf": "armv7l"}
+_DEBIAN_PYTHON = re.compile(
+    r"usr/lib/python3(\.\d+)?/(dist-packages|site-packages)/.*|"
+    r"usr/lib/python3\.\d+/.*"
+)
+_ARCH_MACHINE = {
+    "amd64": "x86_64",
+    "arm64": "aarch64",
+    "i386": "i686",
+    "ppc64el": "ppc64le",
+    "s390x": "s390x",
+    "armhf": "armv7l",
+}
 
 
 def purl_quote(value: str) -> str:
@@ -136,8 +144,9 @@ def _depends_names(fields: Mapping[str, str]) -> list[list[str]]:
     clauses: list[list[str]] = []
     for key in ("Pre-Depends", "Depends"):
         for clause in fields.get(key, "").replace("\n", " ").split(","):
-            names = [re.split(r"[\s(:\[<]", alt.strip(), maxsplit=1)[0] for alt in
-                     clause.split("|")]
+            names = [
+                re.split(r"[\s(:\[<]", alt.strip(), maxsplit=1)[0] for alt in clause.split("|")
+            ]
             names = [n for n in names if n]
             if names:
                 clauses.append(names)
@@ -232,8 +241,9 @@ def inventory(image: ImageFiles, lock: Lock) -> Inventory:
     return Inventory(image=image.subject, distro=distro, debs=debs, wheels=wheels)
 
 
-def _mismatch(kind: str, only_image: list[str], only_lock: list[str],
-              versions: list[str]) -> LockError | None:
+def _mismatch(
+    kind: str, only_image: list[str], only_lock: list[str], versions: list[str]
+) -> LockError | None:
     problems = []
     if only_image:
         problems.append(f"in the image but not in the lock: {', '.join(only_image)}")
@@ -364,9 +374,11 @@ def _python_packages(image: ImageFiles, lock: Lock) -> tuple[PyPackage, ...]:
                 sha256=lk.sha256,
                 filename=lk.filename,
                 depends=tuple(
-                    n for n in _requirement_names(
+                    n
+                    for n in _requirement_names(
                         metadata, installed, _target_environment(pyver, arch)
-                    ) if n != key
+                    )
+                    if n != key
                 ),
                 purl=pypi_purl(name, version),
             )

@@ -136,34 +136,31 @@ PYPI_ALIASES: dict[str, str] = {
 }
 # Trove classifiers that name exactly one licence. Generic ones ("BSD License", "GNU General
 # Public License (GPL)") name a family, not a licence, and are deliberately absent.
+_OSI = "License :: OSI Approved :: "
 CLASSIFIERS: dict[str, str] = {
-    "License :: OSI Approved :: MIT License": "MIT",
-    "License :: OSI Approved :: MIT No Attribution License (MIT-0)": "MIT-0",
-    "License :: OSI Approved :: Apache Software License": "Apache-2.0",
-    "License :: OSI Approved :: ISC License (ISCL)": "ISC",
-    "License :: OSI Approved :: Mozilla Public License 2.0 (MPL 2.0)": "MPL-2.0",
-    "License :: OSI Approved :: Python Software Foundation License": "PSF-2.0",
-    "License :: OSI Approved :: The Unlicense (Unlicense)": "Unlicense",
-    "License :: OSI Approved :: Zope Public License": "ZPL-2.1",
-    "License :: OSI Approved :: Boost Software License 1.0 (BSL-1.0)": "BSL-1.0",
-    "License :: OSI Approved :: BSD 3-Clause License": "BSD-3-Clause",
-    "License :: OSI Approved :: BSD 2-Clause License": "BSD-2-Clause",
-    "License :: OSI Approved :: GNU Lesser General Public License v3 (LGPLv3)": "LGPL-3.0-only",
-    "License :: OSI Approved :: GNU Lesser General Public License v3 or later (LGPLv3+)":
-        "LGPL-3.0-or-later",
-    "License :: OSI Approved :: GNU Lesser General Public License v2 (LGPLv2)": "LGPL-2.0-only",
-    "License :: OSI Approved :: GNU Lesser General Public License v2 or later (LGPLv2+)":
-        "LGPL-2.0-or-later",
-    "License :: OSI Approved :: GNU General Public License v2 (GPLv2)": "GPL-2.0-only",
-    "License :: OSI Approved :: GNU General Public License v2 or later (GPLv2+)":
-        "GPL-2.0-or-later",
-    "License :: OSI Approved :: GNU General Public License v3 (GPLv3)": "GPL-3.0-only",
-    "License :: OSI Approved :: GNU General Public License v3 or later (GPLv3+)":
-        "GPL-3.0-or-later",
-    "License :: OSI Approved :: GNU Affero General Public License v3": "AGPL-3.0-only",
-    "License :: OSI Approved :: Historical Permission Notice and Disclaimer (HPND)": "HPND",
-    "License :: OSI Approved :: Universal Permissive License (UPL)": "UPL-1.0",
-    "License :: OSI Approved :: Eclipse Public License 2.0 (EPL-2.0)": "EPL-2.0",
+    f"{_OSI}MIT License": "MIT",
+    f"{_OSI}MIT No Attribution License (MIT-0)": "MIT-0",
+    f"{_OSI}Apache Software License": "Apache-2.0",
+    f"{_OSI}ISC License (ISCL)": "ISC",
+    f"{_OSI}Mozilla Public License 2.0 (MPL 2.0)": "MPL-2.0",
+    f"{_OSI}Python Software Foundation License": "PSF-2.0",
+    f"{_OSI}The Unlicense (Unlicense)": "Unlicense",
+    f"{_OSI}Zope Public License": "ZPL-2.1",
+    f"{_OSI}Boost Software License 1.0 (BSL-1.0)": "BSL-1.0",
+    f"{_OSI}BSD 3-Clause License": "BSD-3-Clause",
+    f"{_OSI}BSD 2-Clause License": "BSD-2-Clause",
+    f"{_OSI}GNU Lesser General Public License v3 (LGPLv3)": "LGPL-3.0-only",
+    f"{_OSI}GNU Lesser General Public License v3 or later (LGPLv3+)": "LGPL-3.0-or-later",
+    f"{_OSI}GNU Lesser General Public License v2 (LGPLv2)": "LGPL-2.0-only",
+    f"{_OSI}GNU Lesser General Public License v2 or later (LGPLv2+)": "LGPL-2.0-or-later",
+    f"{_OSI}GNU General Public License v2 (GPLv2)": "GPL-2.0-only",
+    f"{_OSI}GNU General Public License v2 or later (GPLv2+)": "GPL-2.0-or-later",
+    f"{_OSI}GNU General Public License v3 (GPLv3)": "GPL-3.0-only",
+    f"{_OSI}GNU General Public License v3 or later (GPLv3+)": "GPL-3.0-or-later",
+    f"{_OSI}GNU Affero General Public License v3": "AGPL-3.0-only",
+    f"{_OSI}Historical Permission Notice and Disclaimer (HPND)": "HPND",
+    f"{_OSI}Universal Permissive License (UPL)": "UPL-1.0",
+    f"{_OSI}Eclipse Public License 2.0 (EPL-2.0)": "EPL-2.0",
     "License :: CC0 1.0 Universal (CC0 1.0) Public Domain Dedication": "CC0-1.0",
 }
 
@@ -247,8 +244,7 @@ def normalise_expression(text: str) -> str | None:
                 if canonical not in SPDX_EXCEPTIONS:
                     return None
                 out.append(canonical)
-            elif tok.startswith("LicenseRef-") and re.fullmatch(r"LicenseRef-[A-Za-z0-9.\-]+",
-                                                                  tok):
+            elif tok.startswith("LicenseRef-") and re.fullmatch(r"LicenseRef-[A-Za-z0-9.\-]+", tok):
                 out.append(tok)
             else:
                 plus = tok.endswith("+")
@@ -323,9 +319,7 @@ def debian_license(text: str, package: str) -> License:
     if not is_dep5(text):
         return License(source=f"{source} (not machine-readable)")
     paragraphs = _paragraphs(text)
-    files_star = next(
-        (p for p in paragraphs if "files" in p and "*" in p["files"].split()), None
-    )
+    files_star = next((p for p in paragraphs if "files" in p and "*" in p["files"].split()), None)
     if files_star is None or not files_star.get("license"):
         return License(source=f"{source} (no 'Files: *' licence)")
     short = files_star["license"].split("\n", 1)[0].strip()
@@ -354,9 +348,8 @@ def _debian_expression(
             name = f"{term} with {exception} exception" if exception else term
             ref = license_ref("Debian", name)
             body = standalone.get(name) or standalone.get(term)
-            text = (
-                f"Licence named '{name}' in the Debian copyright file {source}"
-                + (f":\n{body.split(chr(10), 1)[1]}" if body and "\n" in body else ".")
+            text = f"Licence named '{name}' in the Debian copyright file {source}" + (
+                f":\n{body.split(chr(10), 1)[1]}" if body and "\n" in body else "."
             )
             refs.append((ref, text))
             return ref
@@ -427,8 +420,9 @@ def python_license(metadata: Message, name: str) -> License:
         # several licence classifiers on one project mean "choose one" in practice
         mapped = sorted({CLASSIFIERS[c] for c in classifiers})
         return License(combine(mapped, "OR"), source=f"{source} classifiers")
-    declared = [f"{k}: {v}" for k, v in (("License-Expression", expr), ("License", field_value))
-                if v]
+    declared = [
+        f"{k}: {v}" for k, v in (("License-Expression", expr), ("License", field_value)) if v
+    ]
     declared += [f"Classifier: {c}" for c in classifiers]
     if declared:
         # a family ("BSD License"), free text or an unknown id: keep the words, claim no id

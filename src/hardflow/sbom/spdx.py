@@ -33,8 +33,11 @@ def _slug(text: str) -> str:
 
 
 def _purl_ref(purl: str) -> dict[str, str]:
-    return {"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl",
-            "referenceLocator": purl}
+    return {
+        "referenceCategory": "PACKAGE-MANAGER",
+        "referenceType": "purl",
+        "referenceLocator": purl,
+    }
 
 
 def _checksum(sha256: str) -> list[dict[str, str]]:
@@ -137,10 +140,8 @@ def spdx_document(inv: Inventory, tool: str) -> dict[str, Any]:
     rels: list[dict[str, str]] = [_rel("SPDXRef-DOCUMENT", "DESCRIBES", IMAGE_ID)]
     rels += [_rel(IMAGE_ID, "CONTAINS", deb_ids[p.name]) for p in inv.debs]
     rels += [_rel(IMAGE_ID, "CONTAINS", py_ids[p.key]) for p in inv.wheels]
-    rels += [_rel(deb_ids[p.name], "DEPENDS_ON", deb_ids[d]) for p in inv.debs
-             for d in p.depends]
-    rels += [_rel(py_ids[p.key], "DEPENDS_ON", py_ids[d]) for p in inv.wheels
-             for d in p.depends]
+    rels += [_rel(deb_ids[p.name], "DEPENDS_ON", deb_ids[d]) for p in inv.debs for d in p.depends]
+    rels += [_rel(py_ids[p.key], "DEPENDS_ON", py_ids[d]) for p in inv.wheels for d in p.depends]
 
     doc: dict[str, Any] = {
         "spdxVersion": SPDX_VERSION,
