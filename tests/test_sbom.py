@@ -42,11 +42,16 @@ from hardflow.sbom.licenses import (
     normalise_expression,
     python_license,
 )
-from hardflow.spec import ImageSpec, load_spec
+from hardflow.spec import ImageSpec, load_embedded, load_spec
 from test_build import host_compiler
 
 PYVER = f"{sys.version_info.major}.{sys.version_info.minor}"
-REAL_IMAGE = Path("/work/main/out/hardflow_airflow-3.3.2/oci")
+# where `hardflow build` (run in the repository) puts the embedded default image
+_DEFAULT = load_embedded()
+REAL_IMAGE = (
+    Path(__file__).resolve().parents[1] / "out"
+    / f"{_DEFAULT.name.replace('/', '_')}-{_DEFAULT.tag}" / "oci"
+)
 
 SPEC = f"""
 name = "test/sbom"
