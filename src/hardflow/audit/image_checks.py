@@ -605,11 +605,15 @@ def junk_items(image: ImageData) -> list[Item]:
     for path, entry in sorted(image.files.items()):
         if entry.kind == "dir" or any(s in path for s in _JUNK_SKIP):
             continue
-        directory, base = posixpath.split(path)
-        if posixpath.basename(directory) in JUNK_DIRS and directory not in reported:
-            reported.add(directory)
-            items.append(Item(directory + "/", "cache, temporary or VCS directory with files"))
-        if base in JUNK_FILES:
+        parts = path.split("/")
+        for depth, part in enumerate(parts[:-1]):
+            if part in JUNK_DIRS:
+                directory = "/".join(parts[: depth + 1])
+                if directory not in reported:
+                    reported.add(directory)
+                    items.append(Item(directory + "/", "cache, temporary or VCS directory"))
+                break
+        if parts[-1] in JUNK_FILES:
             items.append(Item(path, "build or editor file"))
     return items
 
