@@ -10,8 +10,9 @@ need_apt=0
 extra=""
 # the tests also drive the Airflow UI in headless Chromium
 if [ "${HARDFLOW_SETUP_TESTS:-0}" = 1 ]; then
-  extra="chromium"
-  command -v chromium >/dev/null 2>&1 || need_apt=1
+  # chromium: the UI test; skopeo + docker-registry: push to a loopback registry
+  extra="chromium skopeo docker-registry"
+  for cmd in chromium skopeo docker-registry; do command -v "$cmd" >/dev/null 2>&1 || need_apt=1; done
 fi
 for cmd in gpgv podman runc python3; do command -v "$cmd" >/dev/null 2>&1 || need_apt=1; done
 [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need_apt=1
@@ -24,6 +25,10 @@ if [ "$need_apt" = 1 ] || [ "${HARDFLOW_FORCE_APT:-0}" = 1 ]; then
     util-linux $extra >/dev/null
 fi
 $SUDO bash "$HERE/.ci/podman-setup.sh" >/dev/null
+# a Debian package service we only need as a program: don't leave it running
+if [ -n "$extra" ] && command -v systemctl >/dev/null 2>&1; then
+  $SUDO systemctl disable --now docker-registry >/dev/null 2>&1 || true
+fi
 
 VENV="${HARDFLOW_VENV:-$HERE/.venv}"
 if [ ! -x "$VENV/bin/python" ]; then

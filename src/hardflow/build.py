@@ -271,6 +271,12 @@ def build(
             pyc_compiled=rootfs.pyc_compiled,
             timings=timings,
         )
+        # SBOMs (SPDX, CycloneDX) and provenance beside the layout, for every build
+        from .provenance import write_supply_chain
+
+        t = time.monotonic()
+        write_supply_chain(result, lock, spec, out)
+        timings["supply_chain"] = time.monotonic() - t
         atomic_write(out / "build.json", (json.dumps(result.summary(), indent=2) + "\n").encode())
         return result
     finally:

@@ -194,6 +194,14 @@ def lock(spec_arg: str | None, lock_arg: Path | None, update: bool, as_json: boo
 )
 @click.option("--source-date-epoch", type=int, envvar="SOURCE_DATE_EPOCH", help="Timestamp.")
 @click.option("--load", is_flag=True, help="Load the image into podman or docker.")
+@click.option(
+    "--check-reproducible",
+    is_flag=True,
+    help="Build twice in separate directories and compare every digest (writes no output).",
+)
+@click.option(
+    "--separate-caches", is_flag=True, help="With --check-reproducible: a fresh cache for B."
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
 def build(
     spec_arg: str | None,
@@ -203,9 +211,12 @@ def build(
     cache_dir: Path | None,
     source_date_epoch: int | None,
     load: bool,
+    check_reproducible: bool,
+    separate_caches: bool,
     as_json: bool,
 ) -> None:
-    """Build the image from its spec and lock: an OCI layout and a docker-archive."""
+    """Build the image from its spec and lock: an OCI layout, a docker-archive, SBOMs and
+    provenance."""
     from .build import BuildOptions
     from .build import build as run_build
     from .fetch import Cache
@@ -220,6 +231,20 @@ def build(
         cache=Cache(cache_dir, offline=offline),
         source_date_epoch=source_date_epoch,
     )
+    if check_reproducible:
+        from .reproduce import check_reproducible as check
+        from .reproduce import render_report
+
+        with reporter(not as_json) as rep:
+            report = check(spec, locked, lock_path, options, separate_caches, rep)
+        if as_json:
+            out.print_json(json.dumps(report.to_json()))
+        else:
+            for line in render_report(report):
+                out.print(escape(line))
+        if not report.reproducible:
+            sys.exit(1)
+        return
     with reporter(not as_json) as rep:
         result = run_build(spec, locked, lock_path, options, rep)
         loaded = None
@@ -453,11 +478,21 @@ def demo(port: int, name: str, keep: bool, as_json: bool) -> None:
         sys.exit(1)
 
 
+def _register_commands() -> None:
+    from .commands.audit import audit
+    from .commands.sbom import sbom
+    from .commands.sign import keygen, push, sign, verify
+
+    for command in (sbom, keygen, sign, verify, push, audit):
+        cli.add_command(command)
+
+
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
 def main() -> None:
+    _register_commands()
     try:
         rv = cli.main(standalone_mode=False)
         if isinstance(rv, int) and rv:
