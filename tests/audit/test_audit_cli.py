@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from conftest import MakeImage, RawEntry
 
 from hardflow.audit.ignore import apply_rules, hardflow_exceptions, load_ignore_file, parse_rules
+from hardflow.audit.image_source import read_image_path
 from hardflow.audit.model import AuditError, Level
 from hardflow.audit.report import render_text, to_sarif
 from hardflow.audit.run import audit_image
@@ -218,3 +219,34 @@ def test_conventional_image_equivalent(make_image: MakeImage) -> None:
     assert expected <= {f.id for f in report.findings if f.failed}
     assert counts["FATAL"] >= 3 and counts["WARN"] >= 8
     assert "[FATAL] DKL-LI-0001" in render_text(report)
+
+
+def test_signature_verified_with_key(make_image: MakeImage, tmp_path: Path) -> None:
+    sign = pytest.importorskip("hardflow.sign")
+    layout = make_image(reference="localhost/test/app:1.0")
+    key = sign.generate_key()
+    sign.sign_layout(layout, key)
+    pub = tmp_path / "cosign.pub"
+    pub.write_bytes(sign.public_key_pem(key))
+    other = tmp_path / "other.pub"
+    other.write_bytes(sign.public_key_pem(sign.generate_key()))
+
+    good = {f.id: f for f in audit_image(str(layout), key=pub).findings}
+    for check_id in ("4.12", "CIS-DI-0002", "CIS-DI-0005", "NIST-4.1.5"):
+        assert good[check_id].level == Level.PASS, check_id
+    assert "usr/bin/app" in read_image_path(layout).files  # the image, not the .sig manifest
+
+    bad = {f.id: f for f in audit_image(str(layout), key=other).findings}
+    assert bad["4.12"].level == Level.WARN
+    assert "does not verify" in bad["4.12"].items[0].detail
+
+    code, output, _ = invoke("image", str(layout), "--key", str(pub))
+    assert code == 0 and "[PASS] 4.12" in output
+
+
+def test_signature_needs_a_layout(make_image: MakeImage, tmp_path: Path) -> None:
+    pub = tmp_path / "k.pub"
+    pub.write_text("unused")
+    report = audit_image(str(make_image(fmt="docker")), key=pub)
+    finding = next(f for f in report.findings if f.id == "4.12")
+    assert finding.level == Level.SKIP and "OCI layout" in finding.note
