@@ -391,3 +391,13 @@ def test_empty_file(tmp_path: Path) -> None:
     path.write_text("# nothing\n")
     with pytest.raises(AuditError, match="holds no manifest"):
         load_manifests([path])
+
+
+def test_compose_that_hardflow_generates_passes(tmp_path: Path) -> None:
+    compose_mod = pytest.importorskip("hardflow.deploy.compose")
+    topology_mod = pytest.importorskip("hardflow.deploy.topology")
+    top = topology_mod.Topology(images=topology_mod.Images.default(), dags_dir=str(tmp_path))
+    path = write(tmp_path, "compose.yaml", compose_mod.render_compose(top))
+    result = run(path)
+    assert [(k, [str(i) for i in f.items]) for k, f in result.items() if f.failed] == []
+    assert result["5.13"].level == Level.PASS and result["5.29"].level == Level.PASS

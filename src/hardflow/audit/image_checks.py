@@ -13,7 +13,7 @@ from __future__ import annotations
 import fnmatch
 import posixpath
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .image_source import FileEntry, ImageData, is_setid
@@ -790,10 +790,6 @@ def image_facts(image: ImageData) -> list[tuple[str, str]]:
         ("layers", str(len(image.layers))),
         ("files", str(len(image.files))),
     ]
-
-
-def iter_check_ids() -> Iterator[str]:
-    return iter(CHECKS)
 
 
 __all__ = [

@@ -25,7 +25,7 @@ import stat
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -661,10 +661,6 @@ def is_setid(entry: FileEntry) -> bool:
     return entry.kind in ("file", "hardlink") and bool(entry.mode & (stat.S_ISUID | stat.S_ISGID))
 
 
-def iter_files(image: ImageData) -> Iterator[FileEntry]:
-    return iter(image.files.values())
-
-
 __all__ = [
     "CONTENT_PATHS",
     "FileEntry",
@@ -673,7 +669,6 @@ __all__ = [
     "SecretHit",
     "apply_whiteout",
     "is_setid",
-    "iter_files",
     "normalize_member",
     "parse_created",
     "read_image",
