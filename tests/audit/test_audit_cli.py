@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from audit_fixtures import MakeImage, RawEntry
 from click.testing import CliRunner
-from conftest import MakeImage, RawEntry
 
 from hardflow.audit.ignore import apply_rules, hardflow_exceptions, load_ignore_file, parse_rules
 from hardflow.audit.image_source import read_image_path

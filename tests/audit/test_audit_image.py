@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import PRIVATE_KEY, SDE, MakeImage, RawEntry
+from audit_fixtures import PRIVATE_KEY, SDE, MakeImage, RawEntry
 
 from hardflow.audit.image_checks import (
     CHECKS,

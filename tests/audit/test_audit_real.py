@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import MakeImage
+from audit_fixtures import MakeImage
 
 from hardflow import engine as eng
 from hardflow.audit.model import Level, Report
