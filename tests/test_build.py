@@ -27,6 +27,7 @@ from hardflow.lock import read_lock
 from hardflow.locking import make_lock
 from hardflow.spec import ImageSpec, load_spec
 
+TEST_KEY = b"-----BEGIN PRIVATE KEY-----\nMIIBVQ==\n-----END PRIVATE KEY-----\n"
 PYVER = f"{sys.version_info.major}.{sys.version_info.minor}"
 TAG = f"cpython-{sys.version_info.major}{sys.version_info.minor}"
 
@@ -127,7 +128,8 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     built = [
         build_wheel(wheels, "alpha", "1.0", requires=["beta"],
                     console_scripts={"alpha": "alpha:main"},
-                    files={"alpha/__init__.py": b"def main():\n    return 0\n"}),
+                    files={"alpha/__init__.py": b"def main():\n    return 0\n",
+                           "alpha/tests/server.key": TEST_KEY}),
         build_wheel(wheels, "beta", "2.0"),
     ]  # fmt: skip
     index_root = write_index(tmp_path / "index", built)
@@ -224,6 +226,10 @@ def test_image_tree_is_hardened(world: World) -> None:
     assert f"usr/bin/python{PYVER}" in by_layer["python-runtime"]
     assert f"{site}/beta/__init__.py" in by_layer["wheels"]
     assert "etc/passwd" in by_layer["hardflow"]
+    # a private key shipped as a package's test data is not in any layer
+    assert f"{site}/alpha/tests/server.key" not in m
+    key = f"/{site}/alpha/tests/server.key"
+    assert result.notes == (f"removed private key shipped as test data: {key}",)
     summary = json.loads((world.root / "a/out/build.json").read_text())
     assert summary["manifest_digest"] == result.image.manifest_digest
 

@@ -55,6 +55,7 @@ class BuildResult:
     setuid_cleared: tuple[str, ...]
     pyc_compiled: int
     timings: dict[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     def summary(self) -> dict[str, object]:
         img = self.image
@@ -83,6 +84,7 @@ class BuildResult:
                 for layer in img.layers
             ],
             "setuid_cleared": list(self.setuid_cleared),
+            "notes": list(self.notes),
             "timings_seconds": {k: round(v, 2) for k, v in self.timings.items()},
         }
 
@@ -270,6 +272,7 @@ def build(
             setuid_cleared=rootfs.setuid_cleared,
             pyc_compiled=rootfs.pyc_compiled,
             timings=timings,
+            notes=rootfs.notes,
         )
         # SBOMs (SPDX, CycloneDX) and provenance beside the layout, for every build
         from .provenance import write_supply_chain

@@ -223,6 +223,7 @@ def assemble(
         if progress:
             progress("install wheels", i + 1, len(wheels))
 
+    removed_keys = _drop_test_private_keys(tree, spec)
     _accounts_and_identity(tree, spec)
     _spec_files(tree, spec)
     _airflow_home(tree, spec)
@@ -238,6 +239,7 @@ def assemble(
         if paths
     )
     return RootFS(
+        notes=tuple(f"removed private key shipped as test data: /{k}" for k in removed_keys),
         root=tree.root,
         owners=tree.owners,
         layers=layers,
@@ -310,6 +312,30 @@ def _python_runtime(tree: _Tree, spec: ImageSpec) -> None:
     for alias in ("usr/bin/python3", "usr/bin/python"):
         if not (tree.root / alias).exists():
             tree.symlink(alias, name, "python-runtime")
+
+
+_TEST_DIRS = frozenset({"test", "tests", "testing", "testdata", "test_data"})
+
+
+def _drop_test_private_keys(tree: _Tree, spec: ImageSpec) -> list[str]:
+    """Remove private keys that packages ship as test data (e.g. a web framework's TLS test
+    key). The image contract allows no secret in any layer, and these protect nothing; the
+    files live in test directories that no run-time import reads."""
+    site = tree.root / f"usr/local/lib/python{spec.python.version}"
+    removed: list[str] = []
+    if not site.is_dir():
+        return removed
+    for path in sorted(site.rglob("*")):
+        if not _TEST_DIRS & set(path.relative_to(site).parts[:-1]):
+            continue
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > 256 * 1024:
+            continue
+        if b"PRIVATE KEY-----" in path.read_bytes():
+            rel = str(path.relative_to(tree.root))
+            path.unlink()
+            tree.layer_of.pop(rel, None)
+            removed.append(rel)
+    return removed
 
 
 def _accounts_and_identity(tree: _Tree, spec: ImageSpec) -> None:
