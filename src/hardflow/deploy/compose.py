@@ -1,0 +1,243 @@
+"""``hardflow deploy compose``: a hardened compose project (PostgreSQL, Redis, Celery workers).
+
+Pure part: :func:`render_compose` turns a :class:`Topology` into the compose document. The shell
+(:func:`write_compose_project`) writes it with the generated secret files and the airflow.cfg.
+The same file runs with ``docker compose`` and ``podman-compose``: only keys both implement are
+used (``deploy.resources.limits`` for memory, CPUs and PIDs; long-form ``depends_on``; file
+secrets; exec-form health checks, since the images have no /bin/sh).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import HardflowError
+from ..lock import atomic_write
+from . import secrets as sec
+from .topology import (
+    AIRFLOW_CFG,
+    AIRFLOW_ROLES,
+    API_PORT,
+    CONFIG_FILE,
+    DAGS_DIR,
+    HEALTH_COMMAND,
+    LOGS_DIR,
+    SECRETS_DIR,
+    WORKER_ROLE,
+    Topology,
+    airflow_environment,
+)
+from .yamlout import dump
+
+COMPOSE_FILE = "compose.yaml"
+SECRETS_SUBDIR = "secrets"
+CONFIG_SUBDIR = "config"
+AIRFLOW_SECRETS = tuple(sec.AIRFLOW_FILE_VARIABLES.values())
+
+
+def worker_names(top: Topology) -> list[str]:
+    return [f"{WORKER_ROLE}-{i}" for i in range(1, top.workers + 1)]
+
+
+def service_names(top: Topology) -> list[str]:
+    return ["postgres", "redis", "airflow-init", *AIRFLOW_ROLES, *worker_names(top)]
+
+
+def _hardening(user: str, tmp_size: str) -> dict[str, object]:
+    return {
+        "user": user,
+        "read_only": True,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "tmpfs": [f"/tmp:rw,nosuid,nodev,size={tmp_size},mode=1777"],
+    }
+
+
+def _limits(top: Topology, kind: str) -> dict[str, object]:
+    lim = top.limit(kind)
+    return {
+        "deploy": {
+            "resources": {
+                "limits": {"cpus": f"{lim.cpus:g}", "memory": lim.memory, "pids": lim.pids}
+            }
+        }
+    }
+
+
+def _health(test: tuple[str, ...], start_period: str, interval: str = "30s") -> dict[str, object]:
+    return {
+        "healthcheck": {
+            "test": ["CMD", *test],
+            "interval": interval,
+            "timeout": "10s",
+            "retries": 5,
+            "start_period": start_period,
+        }
+    }
+
+
+def _postgres(top: Topology) -> dict[str, object]:
+    ep = sec.Endpoints()
+    return {
+        "image": top.images.postgres,
+        **_hardening(f"{sec.POSTGRES_UID}:{sec.POSTGRES_GID}", "64m"),
+        "environment": {
+            "POSTGRES_USER": ep.db_user,
+            "POSTGRES_DB": ep.database,
+            "POSTGRES_PASSWORD_FILE": f"{SECRETS_DIR}/postgres_password",
+        },
+        "secrets": ["postgres_password"],
+        "volumes": ["postgres-data:/var/lib/postgresql"],
+        "shm_size": "128m",
+        "stop_signal": "SIGINT",
+        "stop_grace_period": "60s",
+        **_health(
+            ("/usr/lib/postgresql/17/bin/pg_isready", "--host=/tmp", "--quiet"), "30s", "10s"
+        ),
+        "restart": "unless-stopped",
+        **_limits(top, "postgres"),
+    }
+
+
+def _redis(top: Topology) -> dict[str, object]:
+    return {
+        "image": top.images.redis,
+        **_hardening(f"{sec.REDIS_UID}:{sec.REDIS_GID}", "16m"),
+        "environment": {"REDIS_PASSWORD_FILE": f"{SECRETS_DIR}/redis_password"},
+        "secrets": ["redis_password"],
+        "volumes": ["redis-data:/data"],
+        **_health(("/usr/bin/bash", "/usr/local/bin/hardflow-redis-health"), "10s", "10s"),
+        "restart": "unless-stopped",
+        **_limits(top, "redis"),
+    }
+
+
+def _airflow(top: Topology, kind: str, command: list[str], health_role: str) -> dict[str, object]:
+    env = airflow_environment(top, "CeleryExecutor", "api-server")
+    env.update({var: f"{SECRETS_DIR}/{name}" for var, name in sec.AIRFLOW_FILE_VARIABLES.items()})
+    # Every component brings the schema to head before it starts, under Airflow's migration
+    # lock: on a current schema this is a quick no-op, on a new one the first container migrates
+    # while the others wait on the lock. This is the ordering depends_on would give (see below).
+    env["_AIRFLOW_DB_MIGRATE"] = "true"
+    volumes = [f"airflow-logs:{LOGS_DIR}", f"./{CONFIG_SUBDIR}/airflow.cfg:{CONFIG_FILE}:ro"]
+    if top.dags_dir:
+        volumes.append(f"{top.dags_dir}:{DAGS_DIR}:ro")
+    return {
+        "image": top.images.airflow,
+        **_hardening(f"{sec.AIRFLOW_UID}:{sec.AIRFLOW_GID}", "256m"),
+        "command": command,
+        "environment": env,
+        "secrets": list(AIRFLOW_SECRETS),
+        "volumes": volumes,
+        **_health((*HEALTH_COMMAND, health_role), "120s"),
+        "restart": "unless-stopped",
+        **_limits(top, kind),
+    }
+
+
+# Health check roles (an argument is always given: podman 4.3 turns a one-element exec-form
+# test into CMD-SHELL, and the images have no /bin/sh). The Celery worker retitles its process
+# ("[celeryd: ...]"), so the image's celery-worker marker check cannot match it: "celery" is
+# checked as a plain live process.
+HEALTH_ROLES = {
+    "airflow-init": "airflow",
+    "api-server": "api-server",
+    "scheduler": "scheduler",
+    "dag-processor": "dag-processor",
+    "triggerer": "triggerer",
+    WORKER_ROLE: "celery",
+}
+
+
+def render_compose(top: Topology) -> dict[str, object]:
+    """The compose document of ``top`` (a plain dict, ready for :func:`yamlout.dump`).
+
+    No service has ``depends_on``: podman-compose turns it into ``podman --requires``, and
+    podman (4.3) then never applies the restart policy to the dependent container (a SIGKILLed
+    scheduler stays down), nor can it start a dependent of an exited one-shot job. The order
+    comes from the containers instead: the Airflow entrypoint waits for the database and the
+    broker (CONNECTION_CHECK_*) and migrates under Airflow's lock before it starts the component.
+    """
+    services: dict[str, object] = {
+        "postgres": _postgres(top),
+        "redis": _redis(top),
+    }
+    init = _airflow(top, "airflow-init", ["airflow", "db", "check-migrations"], "airflow")
+    init["environment"]["_AIRFLOW_WWW_USER_CREATE"] = "true"  # type: ignore[index]
+    # a one-shot job: retried when the database was not ready yet, never restarted after success
+    init["restart"] = "on-failure:5"
+    services["airflow-init"] = init
+    for role in AIRFLOW_ROLES:
+        svc = _airflow(top, role, [role], HEALTH_ROLES[role])
+        if role == "api-server":
+            # SimpleAuthManager's users file lives in the API server's private /tmp, written by
+            # its entrypoint from the admin password secret at every start.
+            svc["environment"]["_AIRFLOW_WWW_USER_CREATE"] = "true"  # type: ignore[index]
+            svc["ports"] = [f"127.0.0.1:{top.api_port}:{API_PORT}"]
+        services[role] = svc
+    for name in worker_names(top):
+        svc = _airflow(top, WORKER_ROLE, [WORKER_ROLE], HEALTH_ROLES[WORKER_ROLE])
+        svc["hostname"] = name  # task logs are served from, and named after, this host
+        svc["stop_grace_period"] = "120s"  # Celery's warm shutdown lets running tasks finish
+        services[name] = svc
+    return {
+        "name": top.project,
+        "services": services,
+        "volumes": {"postgres-data": {}, "redis-data": {}, "airflow-logs": {}},
+        "secrets": {
+            name: {"file": f"./{SECRETS_SUBDIR}/{name}"}
+            for name in ("postgres_password", "redis_password", *AIRFLOW_SECRETS)
+        },
+    }
+
+
+@dataclass(frozen=True)
+class ComposeProject:
+    directory: Path
+    compose_file: Path
+    secret_files: tuple[Path, ...]
+    services: tuple[str, ...]
+    secrets_reused: bool  # credentials kept from an earlier render into the same directory
+    secrets_owned: bool  # each secret file chowned to the user id that reads it
+
+
+HEADER = """\
+Rendered by `hardflow deploy compose`. Start with `docker compose up -d` or `podman-compose up -d`.
+Every container: read-only root, no capabilities, no-new-privileges, non-root, tmpfs /tmp,
+health check, restart policy, memory/CPU/PIDs limits; only the API server publishes a port, on
+127.0.0.1. Secrets are the files in ./secrets (mode 0600), read through *_FILE variables."""
+
+
+def write_compose_project(
+    top: Topology, out_dir: Path, *, chown: bool | None = None
+) -> ComposeProject:
+    """Render into ``out_dir``: compose.yaml, config/airflow.cfg and secrets/ (kept if present)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise HardflowError(f"--out {out_dir}: expected a directory, found a file")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    secrets_dir = out_dir / SECRETS_SUBDIR
+    existing = sec.read_existing(secrets_dir) if secrets_dir.is_dir() else {}
+    creds = sec.Credentials.generate(existing)
+    files = sec.secret_files(creds, sec.Endpoints())
+    written = sec.write_secret_files(secrets_dir, files, chown=chown)
+    config_dir = out_dir / CONFIG_SUBDIR
+    config_dir.mkdir(exist_ok=True)
+    atomic_write(config_dir / "airflow.cfg", AIRFLOW_CFG.encode())
+    (config_dir / "airflow.cfg").chmod(0o644)
+    compose_file = out_dir / COMPOSE_FILE
+    atomic_write(compose_file, dump(render_compose(top), HEADER).encode())
+    return ComposeProject(
+        directory=out_dir,
+        compose_file=compose_file,
+        secret_files=tuple(written),
+        services=tuple(service_names(top)),
+        secrets_reused=bool(existing),
+        secrets_owned=chown if chown is not None else _is_root(),
+    )
+
+
+def _is_root() -> bool:
+    import os
+
+    return os.geteuid() == 0
