@@ -99,19 +99,28 @@ def sign(
     image: Path,
 ) -> None:
     """Sign the image of the OCI layout IMAGE (e.g. out/NAME-TAG/oci), cosign-style."""
-    from ..sign import load_private_key, sign_layout
+    from ..provenance import attest, attestation_files
+    from ..sign import load_private_key, sign_layout, signer
 
     key = load_private_key(key_path, _password(password_file, confirm=False))
     result = sign_layout(image, key, identity=identity, tag=tag)
+    # the build's SBOM and provenance envelopes beside the layout: sign and attach them too
+    attestations = None
+    if all(p.is_file() for p in attestation_files(image.parent)):
+        attestations = attest(image, signer(key), result.key_id)
     if as_json:
         out.print_json(json.dumps({
             "manifest_digest": result.manifest_digest, "identity": result.identity,
             "signature_tag": result.tag, "signature_manifest": result.signature_manifest,
-            "key_id": result.key_id,
+            "key_id": result.key_id, "attestation_manifest": attestations,
         }))  # fmt: skip
         return
     out.print(f"signed {result.manifest_digest} as [bold]{escape(result.identity)}[/]")
     out.print(f"  with key {result.key_id}; stored as {image}:{result.tag}")
+    if attestations:
+        out.print(f"  signed and attached provenance + SBOM attestations ({attestations[:19]}…)")
+    else:
+        out.print(f"  no build attestations beside {image} (provenance/SBOM not attached)")
 
 
 @click.command()
