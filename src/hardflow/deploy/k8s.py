@@ -14,7 +14,7 @@ ignores StatefulSets. Point ``--postgres-host`` at an external database to leave
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -144,14 +144,14 @@ def airflow_secret_names(opts: K8sOptions) -> list[str]:
     return names
 
 
-def _airflow_volumes() -> tuple[list[Doc], list[Doc]]:
+def _airflow_volumes(top: Topology) -> tuple[list[Doc], list[Doc]]:
     volumes: list[Doc] = [
         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}},
         {"name": "logs", "emptyDir": {"sizeLimit": "2Gi"}},
-        {"name": "config", "configMap": {"name": "hardflow-airflow-config"}},
+        {"name": "config", "configMap": {"name": f"{top.project}-airflow-config"}},
         {
             "name": "secrets",
-            "secret": {"secretName": "hardflow-airflow", "defaultMode": 0o440},
+            "secret": {"secretName": f"{top.project}-airflow", "defaultMode": 0o440},
         },
     ]
     mounts: list[Doc] = [
@@ -169,7 +169,7 @@ def _airflow_container(
 ) -> Doc:  # fmt: skip
     env = airflow_env(top, opts)
     env.update(extra_env or {})
-    _, mounts = _airflow_volumes()
+    _, mounts = _airflow_volumes(top)
     container: Doc = {
         "name": name,
         "image": top.images.airflow,
@@ -188,7 +188,7 @@ def _airflow_container(
 
 
 def _airflow_pod_spec(top: Topology, opts: K8sOptions, container: Doc, restart: str) -> Doc:
-    volumes, _ = _airflow_volumes()
+    volumes, _ = _airflow_volumes(top)
     spec: Doc = {
         "securityContext": pod_security(sec.AIRFLOW_UID, sec.AIRFLOW_GID),
         "automountServiceAccountToken": False,
@@ -274,7 +274,7 @@ def _backing_pod(
         ],
         "volumes": [
             {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
-            {"name": "data", "persistentVolumeClaim": {"claimName": f"{name}-data"}},
+            {"name": "data", "persistentVolumeClaim": {"claimName": f"{top.project}-{name}-data"}},
             {"name": "secret", "secret": {"secretName": secret, "defaultMode": 0o440}},
         ],
     }
@@ -409,7 +409,7 @@ def render_manifests(top: Topology, opts: K8sOptions) -> list[Doc]:
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": _meta(top, opts, "hardflow-airflow-config", "config"),
+            "metadata": _meta(top, opts, f"{top.project}-airflow-config", "config"),
             "data": config,
         }
     )
@@ -417,7 +417,9 @@ def render_manifests(top: Topology, opts: K8sOptions) -> list[Doc]:
         docs.extend(_rbac(top, opts))
     ep = sec.Endpoints()
     if not opts.external_database:
-        docs.append(_pvc(top, opts, "postgres-data", "postgres", opts.postgres_storage))
+        docs.append(
+            _pvc(top, opts, f"{top.project}-postgres-data", "postgres", opts.postgres_storage)
+        )
         pg_env = {
             "POSTGRES_USER": ep.db_user,
             "POSTGRES_DB": ep.database,
@@ -425,17 +427,17 @@ def render_manifests(top: Topology, opts: K8sOptions) -> list[Doc]:
         }
         pg = _backing_pod(
             top, top.images.postgres, "postgres", sec.POSTGRES_UID, sec.POSTGRES_GID, pg_env,
-            "hardflow-postgres", "/var/lib/postgresql", 5432,
+            f"{top.project}-postgres", "/var/lib/postgresql", 5432,
             ["/usr/lib/postgresql/17/bin/pg_isready", "--host=/tmp", "--quiet"], "postgres",
         )  # fmt: skip
         docs.append(_deployment(top, opts, "postgres", "postgres", pg, recreate=True))
         docs.append(_service(top, opts, "postgres", "postgres", 5432))
     if opts.celery:
-        docs.append(_pvc(top, opts, "redis-data", "redis", opts.redis_storage))
+        docs.append(_pvc(top, opts, f"{top.project}-redis-data", "redis", opts.redis_storage))
         rd_env = {"REDIS_PASSWORD_FILE": f"{SECRETS_DIR}/redis/redis_password"}
         rd = _backing_pod(
             top, top.images.redis, "redis", sec.REDIS_UID, sec.REDIS_GID, rd_env,
-            "hardflow-redis", "/data", 6379,
+            f"{top.project}-redis", "/data", 6379,
             ["/usr/bin/bash", "/usr/local/bin/hardflow-redis-health"], "redis",
         )  # fmt: skip
         docs.append(_deployment(top, opts, "redis", "redis", rd, recreate=True))
@@ -493,19 +495,83 @@ def render_secrets(top: Topology, opts: K8sOptions, creds: sec.Credentials) -> l
     ep = sec.Endpoints(postgres_host=opts.postgres_host, redis_host=opts.redis_host)
     files = {f.name: f.value for f in sec.secret_files(creds, ep)}
     docs = [
-        _secret(top, opts, "hardflow-airflow", {n: files[n] for n in airflow_secret_names(opts)})
+        _secret(
+            top, opts, f"{top.project}-airflow", {n: files[n] for n in airflow_secret_names(opts)}
+        )
     ]
     if not opts.external_database:
         docs.append(
             _secret(
-                top, opts, "hardflow-postgres", {"postgres_password": files["postgres_password"]}
+                top,
+                opts,
+                f"{top.project}-postgres",
+                {"postgres_password": files["postgres_password"]},
             )
         )
     if opts.celery:
         docs.append(
-            _secret(top, opts, "hardflow-redis", {"redis_password": files["redis_password"]})
+            _secret(top, opts, f"{top.project}-redis", {"redis_password": files["redis_password"]})
         )
     return docs
+
+
+def podman_pod_host(name: str) -> str:
+    """The DNS name ``podman kube play`` gives the first pod of Deployment ``name``."""
+    return f"{name}-pod-0"
+
+
+def podman_play_options(opts: K8sOptions) -> K8sOptions:
+    """The same topology with the endpoints podman's DNS knows (it ignores Services)."""
+    return replace(
+        opts,
+        postgres_host=podman_pod_host("postgres")
+        if not opts.external_database
+        else opts.postgres_host,
+        redis_host=podman_pod_host("redis"),
+        api_host=podman_pod_host("api-server"),
+    )
+
+
+def for_podman_play(docs: list[Doc]) -> list[Doc]:
+    """Adapt rendered documents to ``podman kube play`` (podman 4.3).
+
+    Podman mounts a Secret's ``data`` values base64-encoded (not decoded) into secret volumes,
+    ignores ``stringData`` and cannot resolve ``secretKeyRef`` to a played Secret; ConfigMap
+    volumes are delivered verbatim. So each Secret becomes a ConfigMap of the same name and
+    each ``secret`` volume a ``configMap`` volume; every other field is played as rendered
+    (podman also ignores Namespace, Service, NetworkPolicy, Job and RBAC documents).
+    """
+    import copy
+
+    out: list[Doc] = []
+    for doc in docs:
+        doc = copy.deepcopy(doc)
+        if doc.get("kind") == "Secret":
+            doc = {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": doc["metadata"],
+                "data": doc.get("stringData", {}),
+            }
+        for pod in _pod_specs(doc):
+            for volume in pod.get("volumes", []):
+                if "secret" in volume:
+                    src = volume.pop("secret")
+                    volume["configMap"] = {
+                        "name": src["secretName"],
+                        "defaultMode": src.get("defaultMode", 0o440),
+                    }
+        out.append(doc)
+    return out
+
+
+def _pod_specs(doc: Doc) -> list[Doc]:
+    kind = doc.get("kind")
+    if kind == "Pod":
+        return [doc["spec"]]
+    if kind in ("Deployment", "Job", "StatefulSet", "DaemonSet"):
+        return [doc["spec"]["template"]["spec"]]
+    return []
 
 
 @dataclass(frozen=True)
@@ -515,6 +581,7 @@ class K8sProject:
     secrets: Path
     kinds: tuple[str, ...]
     secrets_reused: bool
+    podman_play: Path | None = field(default=None)
 
 
 HEADER = """\
@@ -539,7 +606,15 @@ def read_existing_secrets(path: Path) -> dict[str, str]:
     return found
 
 
-def write_k8s_project(top: Topology, opts: K8sOptions, out_dir: Path) -> K8sProject:
+PODMAN_HEADER = """\
+Rendered by `hardflow deploy k8s --podman-play`: the same manifests adapted to podman kube play
+(secrets delivered as ConfigMaps, endpoints named after podman's pods). Holds secret values:
+mode 0600. Run with: podman kube play --network NETWORK podman-play.yaml"""
+
+
+def write_k8s_project(
+    top: Topology, opts: K8sOptions, out_dir: Path, *, podman_play: bool = False
+) -> K8sProject:
     if out_dir.exists() and not out_dir.is_dir():
         raise HardflowError(f"--out {out_dir}: expected a directory, found a file")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -552,11 +627,17 @@ def write_k8s_project(top: Topology, opts: K8sOptions, out_dir: Path) -> K8sProj
     atomic_write(
         secrets_path, dump_all(render_secrets(top, opts, creds), SECRETS_HEADER).encode(), 0o600
     )
+    play_path = None
+    if podman_play:
+        popts = podman_play_options(opts)
+        play_docs = render_secrets(top, popts, creds) + render_manifests(top, popts)
+        play_path = out_dir / "podman-play.yaml"
+        atomic_write(play_path, dump_all(for_podman_play(play_docs), PODMAN_HEADER).encode(), 0o600)
     return K8sProject(
         directory=out_dir,
         manifests=manifests,
         secrets=secrets_path,
         kinds=tuple(d["kind"] for d in docs),
         secrets_reused=bool(existing),
+        podman_play=play_path,
     )
-
