@@ -444,7 +444,7 @@ def render_manifests(top: Topology, opts: K8sOptions) -> list[Doc]:
         docs.append(_service(top, opts, "redis", "redis", 6379))
 
     init = _airflow_container(
-        top, opts, "airflow-init", ["airflow", "db", "check-migrations"], "airflow-init", "",
+        top, opts, "airflow-init", ["airflow", "db", "check-migrations"], "airflow-init", "airflow",
         {"_AIRFLOW_WWW_USER_CREATE": "true"},
     )  # fmt: skip
     docs.append(
