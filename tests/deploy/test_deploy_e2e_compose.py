@@ -1,0 +1,128 @@
+"""End to end: the rendered compose project on podman-compose (one stack, one run).
+
+The example DAG runs on a Celery worker; the scheduler is SIGKILLed right after a run is
+triggered and its restart policy brings it back, and that run and the next succeed; `down` then
+`up` keeps the database volume and every earlier run is still listed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from deploy_helpers import dagrun, memory_by_container, podman, record_metrics, wait_healthy
+
+from hardflow.deploy.compose import service_names, write_compose_project
+from hardflow.deploy.topology import Images, Topology
+
+pytestmark = [pytest.mark.network, pytest.mark.podman, pytest.mark.slow]
+
+HEALTH_TIMEOUT = 420
+PASSWORD_FILE = "/run/secrets/admin_password"
+
+
+class Stack:
+    def __init__(self, directory: Path, project: str, compose_bin: str, top: Topology) -> None:
+        self.directory, self.project, self.bin, self.top = directory, project, compose_bin, top
+
+    def compose(self, *args: str, timeout: float = 600) -> None:
+        done = subprocess.run(
+            [self.bin, *args], cwd=self.directory, capture_output=True, text=True,
+            timeout=timeout, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, f"podman-compose {args}: {done.stderr[-3000:]}"
+
+    def container(self, service: str) -> str:
+        return f"{self.project}_{service}_1"
+
+    def long_running(self) -> list[str]:
+        return [s for s in service_names(self.top) if s != "airflow-init"]
+
+    def wait_healthy(self) -> float:
+        return wait_healthy({self.container(s): None for s in self.long_running()}, HEALTH_TIMEOUT)
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, deploy_images: dict[str, str], podman_compose: str
+) -> Iterator[Stack]:
+    project = f"hfde2e{uuid.uuid4().hex[:6]}"
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    top = Topology(
+        Images(deploy_images["default"], deploy_images["postgres"], deploy_images["redis"]),
+        workers=1,
+        project=project,
+        api_port=port,
+    )
+    directory = tmp_path_factory.mktemp("compose")
+    write_compose_project(top, directory)
+    st = Stack(directory, project, podman_compose, top)
+    try:
+        yield st
+    finally:
+        subprocess.run(
+            [podman_compose, "down", "-v", "-t", "10"], cwd=directory, capture_output=True,
+            timeout=600, check=False,
+        )  # fmt: skip
+        subprocess.run(["podman", "pod", "rm", "-f", f"pod_{project}"], capture_output=True)
+
+
+def test_compose_stack_end_to_end(stack: Stack) -> None:
+    metrics: dict[str, object] = {}
+    t0 = time.monotonic()
+    stack.compose("up", "-d")
+    metrics["up_command_seconds"] = round(time.monotonic() - t0, 1)
+    up_seconds = time.monotonic() - t0
+    metrics["healthy_after_seconds"] = round(up_seconds + stack.wait_healthy(), 1)
+    names = [stack.container(s) for s in stack.long_running()]
+    metrics["memory"] = memory_by_container(names)
+    init = stack.container("airflow-init")
+    assert podman("inspect", init, "--format", "{{.State.ExitCode}}").strip() == "0"
+    api = stack.container("api-server")
+
+    # 1. the example DAG runs on the Celery worker
+    first = dagrun(api, PASSWORD_FILE, "trigger", "example")["run_id"]
+    done = dagrun(api, PASSWORD_FILE, "wait", "example", first)
+    assert done["state"] == "success", done
+    assert done["hosts"]["say"] == "celery-worker-1", done
+
+    # 2. SIGKILL the scheduler right after a run is triggered: the restart policy brings it back
+    scheduler = stack.container("scheduler")
+    second = dagrun(api, PASSWORD_FILE, "trigger", "example")["run_id"]
+    pid = int(podman("inspect", scheduler, "--format", "{{.State.Pid}}").strip())
+    assert pid > 1
+    os.kill(pid, signal.SIGKILL)  # from the host, as the OOM killer would: not `podman kill`
+    t_kill = time.monotonic()
+    deadline = t_kill + 120
+    while int(podman("inspect", scheduler, "--format", "{{.RestartCount}}").strip() or 0) < 1:
+        assert time.monotonic() < deadline, "the SIGKILLed scheduler was not restarted"
+        time.sleep(1)
+    wait_healthy({scheduler: None}, HEALTH_TIMEOUT)
+    metrics["scheduler_healthy_after_sigkill_seconds"] = round(time.monotonic() - t_kill, 1)
+    done = dagrun(api, PASSWORD_FILE, "wait", "example", second)
+    assert done["state"] == "success", done
+    third = dagrun(api, PASSWORD_FILE, "trigger", "example")["run_id"]
+    assert dagrun(api, PASSWORD_FILE, "wait", "example", third)["state"] == "success"
+
+    # 3. down, then up: the database volume stays, every earlier run is still listed
+    t0 = time.monotonic()
+    stack.compose("down")
+    metrics["down_seconds"] = round(time.monotonic() - t0, 1)
+    t0 = time.monotonic()
+    stack.compose("up", "-d")
+    stack.wait_healthy()
+    metrics["second_up_healthy_seconds"] = round(time.monotonic() - t0, 1)
+    runs = dagrun(api, PASSWORD_FILE, "list", "example")
+    for run_id in (first, second, third):
+        assert runs.get(run_id) == "success", runs
+    record_metrics("deploy-compose", metrics)
