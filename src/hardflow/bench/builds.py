@@ -1,0 +1,121 @@
+"""hardflow's side of the build figures: cold build, warm rebuild, one-package change."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
+
+from ..build import BuildOptions, BuildResult, build
+from ..errors import LockError
+from ..fetch import Artifact, Cache
+from ..layers import Layer
+from ..lock import Lock, LockedWheel, write_lock
+from ..pypi.index import ACCEPT, IndexFile, parse_project_page, urllib_download
+from ..spec import ImageSpec
+
+Download = Callable[[str, dict[str, str]], bytes]
+
+
+@dataclass(frozen=True)
+class TimedBuild:
+    seconds: float
+    result: BuildResult
+
+
+def layers_changed(before: Sequence[Layer], after: Sequence[Layer]) -> tuple[str, ...]:
+    """Names of the layers whose digest differs (or that exist on one side only)."""
+    old = {layer.name: layer.digest for layer in before}
+    new = {layer.name: layer.digest for layer in after}
+    return tuple(sorted(n for n in old.keys() | new.keys() if old.get(n) != new.get(n)))
+
+
+def timed_build(
+    spec: ImageSpec, lock: Lock, lock_path: Path, out_dir: Path, cache: Cache
+) -> TimedBuild:
+    t = time.monotonic()
+    result = build(spec, lock, lock_path, BuildOptions(out_dir=out_dir, cache=cache))
+    return TimedBuild(time.monotonic() - t, result)
+
+
+def cold_build(spec: ImageSpec, lock: Lock, lock_path: Path, work: Path) -> TimedBuild:
+    """A build from an empty download cache (every .deb and wheel fetched and verified)."""
+    cache_dir = Path(tempfile.mkdtemp(prefix="cold-cache-", dir=work))
+    try:
+        return timed_build(spec, lock, lock_path, work / "hardflow-cold", Cache(cache_dir))
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+
+
+def with_wheel(lock: Lock, wheel: LockedWheel) -> Lock:
+    """``lock`` with the wheel of the same project replaced by ``wheel``."""
+    name = canonicalize_name(wheel.name)
+    if not any(canonicalize_name(w.name) == name for w in lock.wheels):
+        raise LockError(f"the lock has no wheel of {wheel.name!r} to replace")
+    wheels = tuple(wheel if canonicalize_name(w.name) == name else w for w in lock.wheels)
+    return replace(lock, wheels=wheels)
+
+
+def pick_alternative(current: LockedWheel, files: Sequence[IndexFile]) -> IndexFile:
+    """The newest release older than the locked one with a wheel of the same tags.
+
+    Falls back to the oldest newer release; raises LockError when the index has none.
+    """
+    try:
+        _, cur_version, _, cur_tags = parse_wheel_filename(current.filename)
+    except ValueError as exc:
+        raise LockError(f"{current.filename}: not a wheel file name ({exc})") from None
+    candidates: list[tuple[Version, IndexFile]] = []
+    for f in files:
+        if not f.filename.endswith(".whl") or not f.sha256:
+            continue
+        try:
+            _, version, _, tags = parse_wheel_filename(f.filename)
+        except (ValueError, InvalidVersion):
+            continue
+        if tags == cur_tags and version != cur_version and not version.is_prerelease:
+            candidates.append((version, f))
+    older = sorted((c for c in candidates if c[0] < cur_version), key=lambda c: c[0])
+    newer = sorted((c for c in candidates if c[0] > cur_version), key=lambda c: c[0])
+    if older:
+        return older[-1][1]
+    if newer:
+        return newer[0][1]
+    raise LockError(
+        f"the index lists no other release of {current.name} with a wheel tagged like "
+        f"{current.filename}"
+    )
+
+
+def alternative_wheel(
+    lock: Lock, name: str, index_url: str, cache: Cache, download: Download = urllib_download
+) -> LockedWheel:
+    """Another version of ``name``'s wheel as a LockedWheel, fetched into ``cache``."""
+    project = canonicalize_name(name)
+    current = next((w for w in lock.wheels if canonicalize_name(w.name) == project), None)
+    if current is None:
+        raise LockError(f"the lock has no wheel of {name!r}")
+    page = index_url.rstrip("/") + f"/{project}/"
+    chosen = pick_alternative(current, parse_project_page(download(page, {"Accept": ACCEPT}),
+                                                         page))
+    data = download(chosen.url, {})
+    sha = hashlib.sha256(data).hexdigest()
+    if chosen.sha256 and sha != chosen.sha256.lower():
+        raise LockError(f"{chosen.filename}: the index says sha256 {chosen.sha256}, got {sha}")
+    cache.get(Artifact(chosen.filename, sha, len(data), lambda: [chosen.url]))
+    _, version, _, _ = parse_wheel_filename(chosen.filename)
+    return LockedWheel(current.name, str(version), chosen.filename, sha, len(data))
+
+
+def write_changed_lock(lock: Lock, wheel: LockedWheel, directory: Path) -> tuple[Lock, Path]:
+    changed = with_wheel(lock, wheel)
+    path = directory / "changed.lock.json"
+    write_lock(changed, path)
+    return changed, path
