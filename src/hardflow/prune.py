@@ -63,7 +63,7 @@ PRUNE_RULES: tuple[PruneRule, ...] = (
     _rule(
         "static-libraries",
         "static libraries and libtool archives: only a linker reads them",
-        r".*\.(?:a|la)$",
+        r"usr/(?:local/)?lib/.*\.(?:a|la)$",
     ),
     _rule(
         "type-stubs",

@@ -23,6 +23,7 @@ from .debian.deb import DebContents, read_deb
 from .errors import BuildError
 from .layers import LayerSpec
 from .lock import LockedDeb, LockedWheel
+from .prune import prune
 from .pypi.install import install_wheel
 from .spec import ImageSpec, read_extra_file
 
@@ -224,6 +225,8 @@ def assemble(
             progress("install wheels", i + 1, len(wheels))
 
     removed_keys = _drop_test_private_keys(tree, spec)
+    pruned = prune(tree.root, spec, tree.layer_of)  # docs/shrinking.md: what goes and why
+    tree.dropped += sum(pruned.removed.values())
     _accounts_and_identity(tree, spec)
     _spec_files(tree, spec)
     _airflow_home(tree, spec)
