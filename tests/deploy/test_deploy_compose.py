@@ -144,3 +144,10 @@ def test_the_audit_would_catch_a_weakened_service(tmp_path: Path) -> None:
     path = tmp_path / "compose.yaml"
     path.write_text(dump(doc))
     assert audit.audit_manifests([path]).fails(Level.WARN)
+
+
+def test_dags_directory_is_mounted_read_only() -> None:
+    services = render(dags_dir="/srv/dags")["services"]
+    for name in ("scheduler", "dag-processor", "celery-worker-1", "api-server"):
+        assert "/srv/dags:/opt/airflow/dags:ro" in services[name]["volumes"]
+    assert not any("dags" in v for v in services["postgres"]["volumes"])

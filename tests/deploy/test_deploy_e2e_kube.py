@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from deploy_helpers import dagrun, podman, record_metrics, wait_healthy
 
 from hardflow.deploy.k8s import K8sOptions, write_k8s_project
 from hardflow.deploy.topology import Images, Topology
 
 pytestmark = [pytest.mark.network, pytest.mark.podman, pytest.mark.slow]
+yaml = pytest.importorskip("yaml")
 
 # pod (Deployment) name → health command of its one container
 CHECKS = {
