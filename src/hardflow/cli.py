@@ -480,10 +480,11 @@ def demo(port: int, name: str, keep: bool, as_json: bool) -> None:
 
 def _register_commands() -> None:
     from .commands.audit import audit
+    from .commands.deploy import deploy
     from .commands.sbom import sbom
     from .commands.sign import keygen, push, sign, verify
 
-    for command in (sbom, keygen, sign, verify, push, audit):
+    for command in (sbom, keygen, sign, verify, push, audit, deploy):
         cli.add_command(command)
 
 

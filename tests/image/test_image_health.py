@@ -221,3 +221,16 @@ def stdlib_only(path: Path) -> list[str]:
 @pytest.mark.parametrize("name", ["entrypoint.py", "health.py"])
 def test_image_scripts_import_only_the_standard_library(name: str) -> None:
     assert stdlib_only(IMAGE_DIR / name) == []
+
+
+def test_celery_worker_marker_accepts_celerys_own_process_title(
+    health: ModuleType, tmp_path: Path
+) -> None:
+    pid_dir = tmp_path / "77"
+    pid_dir.mkdir()
+    (pid_dir / "stat").write_bytes(b"77 (celeryd) S 1 77")
+    (pid_dir / "cmdline").write_bytes(
+        b"[celeryd: celery@abc:MainProcess] -active- (celery worker)\0"
+    )
+    reason = health.check_process(77, health.PROCESS_MARKERS["celery-worker"], str(tmp_path))
+    assert "running" in reason

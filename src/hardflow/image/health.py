@@ -40,7 +40,8 @@ API_COMPONENT_OF_ROLE = {"triggerer": "triggerer", "dag-processor": "dag_process
 PROCESS_MARKERS: dict[str, tuple[bytes, ...]] = {
     "triggerer": (b"airflow", b"triggerer"),
     "dag-processor": (b"airflow", b"dag-processor"),
-    "celery-worker": (b"airflow", b"celery", b"worker"),
+    # celery retitles its process to "[celeryd: celery@HOST:MainProcess] ... (celery worker)"
+    "celery-worker": (b"celery",),
     "airflow": (b"airflow",),
 }
 
