@@ -90,8 +90,13 @@ def _fmt_stat(value: Any, unit: str) -> str:
             return "—"
         if lo is None or hi is None or len(value.get("runs", [])) <= 1:
             return _fmt_num(float(med), unit)
-        return f"{_fmt_num(float(med), unit)} ({_fmt_num(float(lo), '')}–{_fmt_num(float(hi), '')})"
+        return f"{_fmt_num(float(med), unit)} ({_bare(float(lo), unit)}–{_bare(float(hi), unit)})"
     return _fmt_num(float(value), unit)
+
+
+def _bare(value: float, unit: str) -> str:
+    """A range bound: the number without its unit."""
+    return _fmt_num(value, unit).removesuffix(" MB").removesuffix(" s")
 
 
 def _fmt_num(value: float, unit: str) -> str:
