@@ -449,7 +449,12 @@ def chroot_compiler(root: Path, sources: Sequence[str], spec: ImageSpec) -> None
     base = [chroot, str(root)]
     if os.geteuid() != 0:
         base = [shutil.which("unshare") or "unshare", "--map-root-user", *base]
-    argv = [*base, spec.python.interpreter_path, "-I", "-S", "-c", _COMPILE_SCRIPT]
+    # -B: the compiling processes import stdlib modules (functools, _colorize, ...) from the
+    # tree; without -B they write timestamp .pyc files for them and race with the process
+    # that py_compiles the same file, so the layer differed from build to build.
+    # -s -S -P rather than -I: -I implies -E, which ignores PYTHONHASHSEED. The environment is
+    # built here from scratch, so -E would isolate nothing more.
+    argv = [*base, spec.python.interpreter_path, "-B", "-s", "-S", "-P", "-c", _COMPILE_SCRIPT]
     env = {"PYTHONHASHSEED": "0", "LANG": "C.UTF-8", "PATH": "/usr/bin"}
     procs = []
     try:
