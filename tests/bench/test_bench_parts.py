@@ -113,6 +113,10 @@ def test_process_labels_match_across_images() -> None:
     assert process_label(b"airflow task supervisor: [ti-id]\0") == "airflow task supervisor:"
     assert process_label(b"/usr/bin/tini\0-e\0143\0--\0python3.13\0") == "tini"
     assert process_label(b"/usr/bin/python3.13\0-c\0import x\0") == "python -c"
+    launcher = b"import sys\nfrom airflow.__main__ import main\nmain()"
+    assert process_label(b"/usr/bin/python3.13\0-P\0-c\0" + launcher + b"\0standalone\0") == (
+        "airflow standalone"
+    )
     assert process_label(b"/usr/bin/python3.13\0/usr/local/lib/hardflow/entrypoint.py\0") == (
         "entrypoint.py"
     )

@@ -80,18 +80,25 @@ def process_label(cmdline: bytes) -> str:
     ``airflow SUBCOMMAND`` for Airflow processes (whatever the interpreter or script path,
     and also for titles set with setproctitle), else the program's (or script's) base name.
     """
-    words = cmdline.replace(b"\0", b" ").decode("utf-8", "replace").split()
+    args = [a.decode("utf-8", "replace") for a in cmdline.split(b"\0") if a]
+    # one argument: a title set with setproctitle ("airflow scheduler -- ..."); split it
+    words = args[0].split() if len(args) == 1 else args
     if not words:
         return "?"
+    first = os.path.basename(words[0])
+    if first.startswith(_INTERPRETERS) and "-c" in words[1:4]:
+        i = words.index("-c")
+        code, rest = (words[i + 1] if i + 1 < len(words) else ""), words[i + 2 :]
+        if "airflow" in code:  # a launcher (hardflow's entrypoint runs standalone so)
+            sub = next((w for w in rest if not w.startswith("-")), "")
+            return f"airflow {sub}".strip()
+        return "python -c"
     for i, word in enumerate(words):
         if os.path.basename(word) == "airflow":
             rest = [w for w in words[i + 1 : i + 3] if not w.startswith("-")]
             if rest[:1] == ["task"] or rest[:1] == ["tasks"]:
                 return "airflow " + " ".join(rest[:2])
             return "airflow " + (rest[0].rstrip(":") if rest else "")
-    first = os.path.basename(words[0])
-    if first.startswith(_INTERPRETERS) and "-c" in words[1:2]:
-        return "python -c"
     if first.startswith(_INTERPRETERS) and len(words) > 1:
         script = next((w for w in words[1:] if not w.startswith("-")), first)
         return os.path.basename(script)
