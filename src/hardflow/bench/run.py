@@ -21,12 +21,13 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import engine as eng
-from ..errors import BuildError
+from ..errors import BuildError, FetchError
 from ..fetch import Cache
 from ..lock import atomic_write, read_lock
 from ..mirrors import resolve_mirrors
@@ -112,6 +113,25 @@ def _runtime_json(samples: Sequence[RuntimeSample]) -> dict[str, object]:
     }
 
 
+T = TypeVar("T")
+
+
+def _retry(what: str, fn: Callable[[], T], notes: list[str], say: Say, attempts: int = 3) -> T:
+    """Run ``fn``; a network hiccup (DNS, a reset download) repeats the whole measurement,
+    and the repetition is noted in the result."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except (FetchError, BuildError) as exc:
+            if attempt == attempts:
+                raise
+            notes.append(f"{what}: attempt {attempt} failed and was repeated: "
+                         f"{exc.message.splitlines()[0][:200]}")
+            say(f"{what} failed ({exc.message.splitlines()[0][:120]}); repeating")
+            time.sleep(10)
+    raise AssertionError("unreachable")
+
+
 def _load(engine: eng.Engine, archive: Path | None) -> str:
     if archive is None:
         raise BuildError("the build wrote no docker-archive to load")
@@ -159,7 +179,8 @@ def run_bench(options: BenchOptions, say: Say = _quiet) -> dict[str, Any]:
         ref_image = None
         for run in range(options.runs):
             say(f"run {run + 1}/{options.runs}: hardflow cold build (empty cache)")
-            cold = cold_build(spec, lock, lock_path, work)
+            cold = _retry(f"run {run + 1}: hardflow cold build",
+                          partial(cold_build, spec, lock, lock_path, work), notes, say)
             hf_cold.append(cold.seconds)
             say(f"  {cold.seconds:.1f}s; warm rebuild, nothing changed")
             base = timed_build(spec, lock, lock_path, work / "hardflow-warm", cache)
@@ -172,12 +193,15 @@ def run_bench(options: BenchOptions, say: Say = _quiet) -> dict[str, Any]:
             hf_build = base
             if ref_builder is not None:
                 say(f"run {run + 1}/{options.runs}: reference cold build")
-                rc = ref_builder.cold(f"{REFERENCE_NAME}:{spec.tag}", "image-cold")
+                rc = _retry(f"run {run + 1}: reference cold build",
+                            partial(ref_builder.cold, f"{REFERENCE_NAME}:{spec.tag}",
+                                    "image-cold"), notes, say)
                 ref_cold.append(rc.seconds)
                 say(f"  {rc.seconds:.1f}s {rc.phases}; warm rebuild with {change}")
-                rw = ref_builder.warm(
-                    changed_lock.wheels, f"{REFERENCE_NAME}:{spec.tag}-changed", "image-warm"
-                )
+                rw = _retry(f"run {run + 1}: reference warm rebuild",
+                            partial(ref_builder.warm, changed_lock.wheels,
+                                    f"{REFERENCE_NAME}:{spec.tag}-changed", "image-warm"),
+                            notes, say)
                 ref_one.append(rw.seconds)
                 ref_changed = layers_changed(rc.image.layers, rw.image.layers)
                 say(f"  {rw.seconds:.1f}s, layers changed: {', '.join(ref_changed)}")
