@@ -240,3 +240,27 @@ def test_bench_render_rewrites_markdown_from_json(tmp_path: Path) -> None:
     bad.write_text("[1]")
     res = CliRunner().invoke(bench, ["--render", str(bad), "--results", str(out)])
     assert res.exit_code != 0 and isinstance(res.exception, HardflowError)
+
+
+def test_retry_repeats_network_failures_and_notes_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hardflow.bench import run as bench_run
+    from hardflow.errors import FetchError
+
+    monkeypatch.setattr("hardflow.bench.run.time.sleep", lambda _s: None)
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 2:
+            raise FetchError("x.whl: download failed: Temporary failure in name resolution")
+        return "built"
+
+    notes: list[str] = []
+    assert bench_run._retry("run 1: cold", flaky, notes, lambda _m: None) == "built"
+    assert len(calls) == 2 and "name resolution" in notes[0] and notes[0].startswith("run 1")
+
+    def broken() -> str:
+        raise FetchError("always down")
+
+    with pytest.raises(FetchError):
+        bench_run._retry("run 2: cold", broken, notes, lambda _m: None, attempts=2)
