@@ -480,11 +480,12 @@ def demo(port: int, name: str, keep: bool, as_json: bool) -> None:
 
 def _register_commands() -> None:
     from .commands.audit import audit
+    from .commands.bench import bench
     from .commands.deploy import deploy
     from .commands.sbom import sbom
     from .commands.sign import keygen, push, sign, verify
 
-    for command in (sbom, keygen, sign, verify, push, audit, deploy):
+    for command in (sbom, keygen, sign, verify, push, audit, deploy, bench):
         cli.add_command(command)
 
 
