@@ -53,6 +53,7 @@ from .attach import (
     read_blob,
     read_index,
 )
+from .dsse import pae
 from .errors import TrustError
 from .lock import atomic_write
 
@@ -464,12 +465,6 @@ def check_signature(
             False, signed_identity, f"signature names {signed_identity!r}, expected {identity!r}"
         )
     return SignatureCheck(True, signed_identity, "ok")
-
-
-def pae(payload_type: str, payload: bytes) -> bytes:
-    """DSSE's pre-authentication encoding (what a DSSE signature signs)."""
-    kind = payload_type.encode("utf-8")
-    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
 
 
 def check_attestation(
