@@ -26,7 +26,11 @@ def healthy(name: str, argv: Sequence[str] | None) -> bool:
     """``podman healthcheck run NAME`` (argv None) or ``podman exec NAME ARGV``."""
     args = ["healthcheck", "run", name] if argv is None else ["exec", name, *argv]
     done = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=60)
+    LAST_HEALTH[name] = (done.stdout + done.stderr).strip()[-500:]
     return done.returncode == 0
+
+
+LAST_HEALTH: dict[str, str] = {}  # the last health output per container, for failure messages
 
 
 def wait_healthy(
@@ -46,7 +50,8 @@ def wait_healthy(
                     log = subprocess.run(
                         ["podman", "logs", "--tail", "30", name], capture_output=True, text=True
                     )
-                    tails += f"\n--- {name}\n{(log.stdout + log.stderr)[-3000:]}"
+                    tails += f"\n--- {name} (last health output: {LAST_HEALTH.get(name, '')!r})"
+                    tails += f"\n{(log.stdout + log.stderr)[-3000:]}"
             raise AssertionError(f"not healthy after {timeout:.0f}s: {sorted(pending)}{tails}")
         time.sleep(3)
     return time.monotonic() - start

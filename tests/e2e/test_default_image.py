@@ -169,12 +169,13 @@ def test_import_everything(image_ref: str) -> None:
 
 def test_database_unreachable_exits_with_clear_message(image_ref: str) -> None:
     password = "s3cr3t-" + uuid.uuid4().hex[:8]
+    volume = f"hf-e2e-{uuid.uuid4().hex[:6]}"
     t0 = time.monotonic()
     r = run_in_image(
         image_ref,
         ["scheduler"],
         extra=(
-            "-v", f"hf-e2e-{uuid.uuid4().hex[:6]}:/opt/airflow",
+            "-v", f"{volume}:/opt/airflow",
             "-e", f"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=postgresql+psycopg2://airflow:{password}"
                   "@127.0.0.1:9/airflow",
             "-e", "CONNECTION_CHECK_MAX_COUNT=3",
@@ -183,6 +184,7 @@ def test_database_unreachable_exits_with_clear_message(image_ref: str) -> None:
         timeout=120,
     )  # fmt: skip
     elapsed = time.monotonic() - t0
+    subprocess.run(["podman", "volume", "rm", "-f", volume], capture_output=True, check=False)
     output = r.stdout + r.stderr
     assert r.returncode != 0
     assert "127.0.0.1" in output and "9" in output
