@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from deploy_helpers import dagrun, podman, record_metrics, wait_healthy
 
-from hardflow.deploy.k8s import K8sOptions, write_k8s_project
+from hardflow.deploy.k8s import K8sOptions, podman_play_volumes, write_k8s_project
 from hardflow.deploy.topology import Images, Topology
 
 pytestmark = [pytest.mark.network, pytest.mark.podman, pytest.mark.slow]
@@ -55,9 +55,7 @@ def played(
         yield play, t0
     finally:
         subprocess.run(["podman", "kube", "down", str(play)], capture_output=True, timeout=300)
-        docs = list(yaml.safe_load_all(play.read_text()))
-        kinds = ("ConfigMap", "PersistentVolumeClaim")
-        volumes = [d["metadata"]["name"] for d in docs if d["kind"] in kinds]
+        volumes = podman_play_volumes(list(yaml.safe_load_all(play.read_text())))
         subprocess.run(["podman", "volume", "rm", "-f", *volumes], capture_output=True)
         subprocess.run(["podman", "network", "rm", "-f", network], capture_output=True)
 

@@ -15,6 +15,7 @@ from hardflow.deploy.k8s import (
     K8sOptions,
     for_podman_play,
     podman_play_options,
+    podman_play_volumes,
     render_manifests,
     render_secrets,
     write_k8s_project,
@@ -162,9 +163,18 @@ def test_podman_play_variant() -> None:
     cm = next(d for d in docs if d["metadata"]["name"] == "hf-airflow")
     assert cm["kind"] == "ConfigMap"
     assert "@postgres-pod-0:5432/" in cm["data"]["sql_alchemy_conn"]
+    empty_dirs: list[str] = []
     for _, spec in pod_specs(docs):
         assert all("secret" not in v for v in spec.get("volumes", []))
         assert_restricted("podman", spec)
+        names = {v["name"] for v in spec.get("volumes", [])}
+        for container in (*spec.get("initContainers", []), *spec["containers"]):
+            assert {m["name"] for m in container.get("volumeMounts", [])} <= names
+        empty_dirs += [v["name"] for v in spec.get("volumes", []) if "emptyDir" in v]
+    # podman 4.3 plays an emptyDir as a host-wide volume named after it: names must be unique
+    assert empty_dirs and len(set(empty_dirs)) == len(empty_dirs), empty_dirs
+    assert set(empty_dirs) <= set(podman_play_volumes(docs))
+    assert "hf-airflow" in podman_play_volumes(docs)
 
 
 def test_passes_the_manifest_audit(tmp_path: Path) -> None:

@@ -538,8 +538,15 @@ def for_podman_play(docs: list[Doc]) -> list[Doc]:
     Podman mounts a Secret's ``data`` values base64-encoded (not decoded) into secret volumes,
     ignores ``stringData`` and cannot resolve ``secretKeyRef`` to a played Secret; ConfigMap
     volumes are delivered verbatim. So each Secret becomes a ConfigMap of the same name and
-    each ``secret`` volume a ``configMap`` volume; every other field is played as rendered
-    (podman also ignores Namespace, Service, NetworkPolicy, Job and RBAC documents).
+    each ``secret`` volume a ``configMap`` volume.
+
+    Podman 4.3 also plays an ``emptyDir`` as a host-wide named volume called after the pod's
+    volume name, so every pod's ``tmp`` became one shared ``/tmp`` (each pod's health state
+    file was overwritten by the pod started last). Each emptyDir is therefore renamed
+    ``<project>-<workload>-<volume>``, which keeps pods apart; podman keeps those volumes
+    after ``kube down`` (:func:`podman_play_volumes` lists them for removal). Every other field
+    is played as rendered (podman also ignores Namespace, Service, NetworkPolicy, Job and RBAC
+    documents).
     """
     import copy
 
@@ -554,6 +561,7 @@ def for_podman_play(docs: list[Doc]) -> list[Doc]:
                 "data": doc.get("stringData", {}),
             }
         for pod in _pod_specs(doc):
+            renamed: dict[str, str] = {}
             for volume in pod.get("volumes", []):
                 if "secret" in volume:
                     src = volume.pop("secret")
@@ -561,8 +569,31 @@ def for_podman_play(docs: list[Doc]) -> list[Doc]:
                         "name": src["secretName"],
                         "defaultMode": src.get("defaultMode", 0o440),
                     }
+                if "emptyDir" in volume:
+                    meta = doc["metadata"]
+                    instance = meta.get("labels", {}).get("app.kubernetes.io/instance")
+                    prefix = f"{instance}-" if instance else ""
+                    unique = f"{prefix}{meta['name']}-{volume['name']}"
+                    renamed[volume["name"]] = unique
+                    volume["name"] = unique
+            for container in (*pod.get("initContainers", []), *pod.get("containers", [])):
+                for mount in container.get("volumeMounts", []):
+                    mount["name"] = renamed.get(mount["name"], mount["name"])
         out.append(doc)
     return out
+
+
+def podman_play_volumes(docs: list[Doc]) -> list[str]:
+    """Names of the volumes ``podman kube play`` creates for ``docs`` (a played variant):
+    one per PersistentVolumeClaim and ConfigMap, and one per renamed emptyDir."""
+    names = [d["metadata"]["name"] for d in docs if d.get("kind") in _PLAYED_VOLUME_KINDS]
+    for doc in docs:
+        for pod in _pod_specs(doc):
+            names += [v["name"] for v in pod.get("volumes", []) if "emptyDir" in v]
+    return names
+
+
+_PLAYED_VOLUME_KINDS = ("ConfigMap", "PersistentVolumeClaim")
 
 
 def _pod_specs(doc: Doc) -> list[Doc]:
@@ -609,7 +640,9 @@ def read_existing_secrets(path: Path) -> dict[str, str]:
 PODMAN_HEADER = """\
 Rendered by `hardflow deploy k8s --podman-play`: the same manifests adapted to podman kube play
 (secrets delivered as ConfigMaps, endpoints named after podman's pods). Holds secret values:
-mode 0600. Run with: podman kube play --network NETWORK podman-play.yaml"""
+mode 0600. Run with: podman kube play --network NETWORK podman-play.yaml
+Stop with: podman kube down podman-play.yaml; podman keeps the volumes, remove them with:
+  podman volume rm {volumes}"""
 
 
 def write_k8s_project(
@@ -632,7 +665,9 @@ def write_k8s_project(
         popts = podman_play_options(opts)
         play_docs = render_secrets(top, popts, creds) + render_manifests(top, popts)
         play_path = out_dir / "podman-play.yaml"
-        atomic_write(play_path, dump_all(for_podman_play(play_docs), PODMAN_HEADER).encode(), 0o600)
+        played = for_podman_play(play_docs)
+        header = PODMAN_HEADER.format(volumes=" ".join(podman_play_volumes(played)))
+        atomic_write(play_path, dump_all(played, header).encode(), 0o600)
     return K8sProject(
         directory=out_dir,
         manifests=manifests,
