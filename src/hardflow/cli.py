@@ -481,11 +481,12 @@ def demo(port: int, name: str, keep: bool, as_json: bool) -> None:
 def _register_commands() -> None:
     from .commands.audit import audit
     from .commands.bench import bench
+    from .commands.checkdags import check_dags_cmd
     from .commands.deploy import deploy
     from .commands.sbom import sbom
     from .commands.sign import keygen, push, sign, verify
 
-    for command in (sbom, keygen, sign, verify, push, audit, deploy, bench):
+    for command in (sbom, keygen, sign, verify, push, audit, deploy, bench, check_dags_cmd):
         cli.add_command(command)
 
 

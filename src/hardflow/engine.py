@@ -114,6 +114,8 @@ class RunOptions:
     pids_limit: int | None = None
     memory: str | None = None
     workdir: str | None = None
+    network: str | None = None  # e.g. "none": no network at all
+    entrypoint: str | None = None  # one executable replacing the image's entrypoint
 
 
 @dataclass(frozen=True)
@@ -383,6 +385,10 @@ def run_argv(engine: Engine, opts: RunOptions) -> list[str]:
         argv += ["--memory", opts.memory]
     if opts.workdir is not None:
         argv += ["--workdir", opts.workdir]
+    if opts.network is not None:
+        argv.append(f"--network={opts.network}")
+    if opts.entrypoint is not None:
+        argv += ["--entrypoint", opts.entrypoint]
     argv.append(opts.image)
     argv += list(opts.command)
     return argv
