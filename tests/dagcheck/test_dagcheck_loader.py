@@ -171,6 +171,20 @@ def test_real_tracebacks_are_classified() -> None:
     assert timeout == "import-timeout"
 
 
+def test_warnings_from_outside_the_folder_are_dropped() -> None:
+    library = "/usr/lib/python3/dist-packages/lib.py:72: UserWarning: No system locale set."
+    assert loader.warning_finding("/opt/airflow/dags/a.py", library) is None
+    own = loader.warning_finding(
+        "/opt/airflow/dags/a.py", "/opt/airflow/dags/a.py:3: airflow.X.RemovedWarning: old"
+    )
+    assert own is not None and (own.line, own.message) == (3, "RemovedWarning: old")
+    helper = loader.warning_finding(
+        "/opt/airflow/dags/a.py", "/opt/airflow/dags/lib/h.py:9: UserWarning: from a helper"
+    )
+    assert helper is not None and (helper.file, helper.line) == ("a.py", None)
+    assert helper.message == "lib/h.py:9: UserWarning: from a helper"
+
+
 def test_paths() -> None:
     assert loader.to_relative("/opt/airflow/dags/a/b.py") == "a/b.py"
     assert loader.to_relative("a/b.py") == "a/b.py"

@@ -169,17 +169,27 @@ def import_error_finding(
     )
 
 
-def warning_finding(path: str, text: str, container_dags: str = CONTAINER_DAGS) -> Finding:
-    """A warning DagBag captured while importing ``path`` ("FILE:LINE: Category: message")."""
+def warning_finding(
+    path: str, text: str, container_dags: str = CONTAINER_DAGS
+) -> Finding | None:
+    """A warning DagBag captured while importing ``path`` ("FILE:LINE: Category: message").
+
+    None for a warning raised from code outside the DAG folder (a library in the image
+    complaining about its environment, say): nothing the DAG's author can change.
+    """
     file = to_relative(path, container_dags)
     line: int | None = None
     message = text.strip()
     m = _WARNING.match(message)
     if m:
-        same_file = to_relative(m.group("path"), container_dags) == file
-        line = int(m.group("line")) if same_file else None
+        origin = to_relative(m.group("path"), container_dags)
+        if origin.startswith("/"):
+            return None
+        line = int(m.group("line")) if origin == file else None
         category = m.group("category").rsplit(".", 1)[-1]
         message = f"{category}: {m.group('message').strip()}"
+        if origin != file:
+            message = f"{origin}:{m.group('line')}: {message}"
     return Finding(
         file=file,
         line=line,
@@ -230,7 +240,9 @@ def parse_load_report(
             )
     for w in doc.get("warnings") or []:
         if isinstance(w, dict):
-            findings.append(warning_finding(_str(w, "file"), _str(w, "message"), container_dags))
+            warning = warning_finding(_str(w, "file"), _str(w, "message"), container_dags)
+            if warning is not None:
+                findings.append(warning)
     return LoadResult(
         airflow_version=version,
         python_version=_str(doc, "python_version") or None,
