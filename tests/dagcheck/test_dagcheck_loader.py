@@ -13,7 +13,7 @@ import pytest
 from fake_airflow import make_fake_airflow
 
 from hardflow.dagcheck import loader
-from hardflow.dagcheck.model import Severity
+from hardflow.dagcheck.model import DagCheckInputError, Severity
 from hardflow.errors import EngineError
 
 IMPORT_DAG = """\
@@ -106,6 +106,15 @@ def test_loader_without_airflow_is_fatal(tmp_path: Path, dag_folder: Path) -> No
     assert "cannot import airflow" in doc["fatal"]
     with pytest.raises(EngineError, match="img could not load DAGs"):
         loader.parse_load_report(doc, "img")
+
+
+def test_unreadable_folder_is_bad_input(tmp_path: Path) -> None:
+    fake = make_fake_airflow(tmp_path / "fake")
+    doc = loader.extract_report(_run_loader(fake, tmp_path / "absent").stdout, "img")
+    assert doc["fatal_kind"] == "folder"
+    with pytest.raises(DagCheckInputError, match="cannot read the DAG folder") as info:
+        loader.parse_load_report(doc, "img")
+    assert "chmod" in info.value.diagnostics()
 
 
 def test_loader_with_broken_airflow_is_fatal(tmp_path: Path, dag_folder: Path) -> None:

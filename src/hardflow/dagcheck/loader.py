@@ -23,6 +23,7 @@ from .model import (
     RULE_IMPORT_ERROR,
     RULE_IMPORT_TIMEOUT,
     RULE_SYNTAX_ERROR,
+    DagCheckInputError,
     DagInfo,
     Finding,
     LoadResult,
@@ -212,9 +213,15 @@ def parse_load_report(
     """A :class:`LoadResult` from the loader's JSON document.
 
     A ``fatal`` report (Airflow not importable, DagBag crashed) is an EngineError: nothing
-    about the DAGs can be said.
+    about the DAGs can be said; an unreadable DAG folder is a DagCheckInputError.
     """
     fatal = doc.get("fatal")
+    if fatal and doc.get("fatal_kind") == "folder":
+        raise DagCheckInputError(
+            f"{image}: {str(fatal).strip()}",
+            hint="the DAG folder is mounted read-only for a non-root user: make it readable "
+            "by others (chmod -R a+rX DIR)",
+        )
     if fatal:
         raise EngineError(
             f"{image} could not load DAGs: {str(fatal).strip()}",

@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hardflow import engine as eng
 from hardflow.engine import BindMount, Engine, RunOptions
@@ -118,6 +119,10 @@ def load_in_image(engine: Engine, req: CheckRequest, folder: Path) -> LoadResult
     return parse_load_report(extract_report(stdout, req.image), req.image)
 
 
+def _air_count(diagnostics: list[dict[str, Any]]) -> int:
+    return sum(1 for d in diagnostics if str(d.get("code") or "").startswith("AIR"))
+
+
 def check_dags(
     engine: Engine, req: CheckRequest, on_progress: Progress = _quiet
 ) -> CheckReport:
@@ -151,7 +156,7 @@ def check_dags(
         before = ruff_mod.run_ruff(ruff, folder)
         on_progress("applying ruff's fixes")
         diagnostics = ruff_mod.run_ruff(ruff, folder, fix=True, unsafe_fixes=req.unsafe_fixes)
-        fixed = max(0, len(before) - len(diagnostics))
+        fixed = max(0, _air_count(before) - _air_count(diagnostics))
         if fixed:
             on_progress(f"{fixed} fixed; loading {req.folder} again")
             loaded = load_in_image(engine, req, folder)

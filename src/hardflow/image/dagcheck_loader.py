@@ -13,7 +13,8 @@ line, ``MARKER`` followed by a JSON object::
      "dags": [{"dag_id": ..., "file": ..., "tasks": N}],
      "import_errors": [{"file": ..., "message": ...}],
      "warnings": [{"file": ..., "message": ...}],
-     "fatal": null | "why nothing could be loaded"}
+     "fatal": null | "why nothing could be loaded",
+     "fatal_kind": null | "folder" | "airflow" | "dagbag"}
 
 The host side (``hardflow.dagcheck.loader``) classifies the import errors (cycles, duplicate
 DAG ids, syntax errors, ...) and maps the container paths back to the host's folder. Exit
@@ -83,13 +84,21 @@ def load(folder):
         "import_errors": [],
         "warnings": [],
         "fatal": None,
+        "fatal_kind": None,
     }
+    if not os.path.isdir(folder) or not os.access(folder, os.R_OK | os.X_OK):
+        report["fatal"] = (
+            f"cannot read the DAG folder {folder} as uid {os.getuid()} gid {os.getgid()}"
+        )
+        report["fatal_kind"] = "folder"
+        return report
     try:
         import airflow
 
         report["airflow_version"] = str(getattr(airflow, "__version__", "unknown"))
     except Exception:
         report["fatal"] = "cannot import airflow:\n" + traceback.format_exc()
+        report["fatal_kind"] = "airflow"
         return report
     try:
         module_name, cls = _dagbag_class()
@@ -97,6 +106,7 @@ def load(folder):
         bag = cls(**_kwargs_for(cls, folder))
     except Exception:
         report["fatal"] = "Airflow's DagBag failed:\n" + traceback.format_exc()
+        report["fatal_kind"] = "dagbag"
         return report
     for dag_id in sorted(bag.dags):
         dag = bag.dags[dag_id]
