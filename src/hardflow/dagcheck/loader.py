@@ -33,7 +33,7 @@ from .model import (
 CONTAINER_DAGS = "/opt/airflow/dags"
 MARKER = "HARDFLOW-DAGCHECK-REPORT "
 SCHEMA = 1
-LOADER_RESOURCE = "dagcheck_loader.py"
+LOADER_RESOURCE = "image/dagcheck_loader.py"
 
 _FRAME = re.compile(r'File "(?P<path>[^"]+)", line (?P<line>\d+)')
 _WARNING = re.compile(r"^(?P<path>.+?):(?P<line>\d+): (?P<category>[\w.]+): (?P<message>.*)$", re.S)
@@ -43,7 +43,7 @@ _CYCLE_TASK = re.compile(r"Faulty task: (?P<task>\S+)")
 
 def loader_source() -> str:
     """The loader program's source, passed to the image's Python with ``-c``."""
-    return (resources.files("hardflow.image") / LOADER_RESOURCE).read_text(encoding="utf-8")
+    return resources.files("hardflow").joinpath(LOADER_RESOURCE).read_text(encoding="utf-8")
 
 
 def extract_report(stdout: str, image: str) -> dict[str, Any]:
