@@ -95,6 +95,7 @@ def make_lock(
         index_config or index_config_from_host(),
         upgrade=update,
         previous=previous.wheels if previous else (),
+        excludes=spec.python.excludes,
     )
     task.finish()
 

@@ -44,6 +44,10 @@ class PythonSpec:
     # Platform tag family the wheels must fit: glibc of the Debian release the image uses.
     glibc: str = "2.41"
     interpreter: str = ""
+    # Distributions removed from the resolution although a requirement depends on them (uv
+    # override with a never-true marker): for a dependency that is declared but never imported
+    # and ships no wheel (Airflow 2's python-nvd3).
+    excludes: tuple[str, ...] = ()
 
     @property
     def interpreter_path(self) -> str:
@@ -93,6 +97,7 @@ class ImageSpec:
         data = {"debian": asdict(self.debian), "python": asdict(self.python)}
         for key in ("mirror", "security_mirror", "keyring"):  # where from, not what
             data["debian"].pop(key)
+        _drop_unset_python_keys(data["python"])
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -101,9 +106,16 @@ class ImageSpec:
         data = asdict(self)
         data.pop("source")
         data.pop("base_dir")
+        _drop_unset_python_keys(data["python"])
         data["files"] = [_file_fingerprint(self, f) for f in self.files]
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=_jsonable)
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _drop_unset_python_keys(python: dict[str, Any]) -> None:
+    """Keys added after the first locks are left out while unset: older checksums stay valid."""
+    if not python.get("excludes"):
+        python.pop("excludes", None)
 
 
 def _jsonable(value: object) -> object:
@@ -265,6 +277,7 @@ TOP_LEVEL_KEYS = frozenset({"name", "tag", "debian", "python", "image", "files"}
 _NAME = r"[a-z0-9]+(?:[._\-/][a-z0-9]+)*"
 _TAG = r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}"
 _PKG = r"[a-z0-9][a-z0-9+.\-]+"
+_PYPI_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._\-]*[A-Za-z0-9])?"
 
 
 def parse_spec(data: Mapping[str, Any], origin: str, base_dir: str = "") -> ImageSpec:
@@ -304,8 +317,14 @@ def parse_spec(data: Mapping[str, Any], origin: str, base_dir: str = "") -> Imag
         requirements=py.strings("requirements"),
         glibc=py.string("glibc", "2.41", pattern=r"2\.\d{1,3}"),
         interpreter=py.string("interpreter", ""),
+        excludes=py.strings("excludes"),
     )
     py.done()
+    for dist in python.excludes:
+        if not re.fullmatch(_PYPI_NAME, dist):
+            raise SpecError(
+                f"{origin}: key 'python.excludes': expected distribution names, found {dist!r}"
+            )
 
     img = top.table_("image", required=False)
     files: list[ExtraFile] = []

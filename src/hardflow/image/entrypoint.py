@@ -1,5 +1,5 @@
-#!/usr/bin/python3.13
-"""Container entrypoint of hardflow images (stdlib only; runs on the image's Python).
+#!/usr/bin/python3
+"""Container entrypoint of hardflow images (stdlib only; runs on the image's Python, 3.11+).
 
 The entrypoint runs as the child of tini (PID 1).  It prepares the environment, waits for the
 metadata database (and the Celery broker), optionally migrates the database and provisions an
@@ -8,6 +8,13 @@ running, Airflow receives the signals tini forwards.
 
 Everything here must work under a read-only root file system, with any UID and GID 0: the only
 places written are ``$AIRFLOW_HOME`` and ``/tmp``.
+
+The same file serves Airflow 3 and Airflow 2 images.  The major version is read from the
+installed ``apache-airflow`` distribution's metadata (``importlib.metadata`` reads the
+dist-info only, Airflow is never imported).  On Airflow 2 the web role is ``webserver`` (an
+``api-server`` command is mapped to it), the admin user is created through FAB
+(``airflow users create``), the generated secrets are the Fernet key and
+``[webserver] secret_key``, and health is probed on the webserver's ``/health``.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import configparser
 import json
 import os
 import pwd
+import re
 import secrets
 import shlex
 import socket
@@ -48,8 +56,21 @@ ROLE_COMMANDS: dict[str, tuple[str, ...]] = {
     "celery-worker": ("celery", "worker"),
     "celery-flower": ("celery", "flower"),
 }
+# Airflow 2 names the web role "webserver"; the other roles keep their names.
+ROLE_COMMANDS_2: dict[str, tuple[str, ...]] = {
+    "standalone": ("standalone",),
+    "webserver": ("webserver",),
+    "scheduler": ("scheduler",),
+    "dag-processor": ("dag-processor",),
+    "triggerer": ("triggerer",),
+    "celery-worker": ("celery", "worker"),
+    "celery-flower": ("celery", "flower"),
+}
+# The roles whose process serves HTTP on the web port, per Airflow major version.
+WEB_ROLE = {2: "webserver", 3: "api-server"}
 # Commands executed as they are: no database wait, no migration, no user provisioning.
-PASS_THROUGH = frozenset({"bash", "python", "python3", "python3.13"})
+PASS_THROUGH = frozenset({"bash", "python", "python3"})
+PYTHON_COMMAND = re.compile(r"python3\.\d+")
 # Airflow sub-commands that never touch the metadata database.
 NO_DATABASE_COMMANDS = frozenset({"version", "cheat-sheet", "config", "info"})
 CELERY_ROLES = frozenset({"celery-worker", "celery-flower"})
@@ -108,7 +129,9 @@ class Plan:
     argv: tuple[str, ...]  # the argv handed to execvp; argv[0] is looked up in PATH
     wait_database: bool = False
     wait_broker: bool = False
-    api_port: int | None = None  # api-server --port/-p given on the command line
+    api_port: int | None = None  # api-server / webserver --port/-p given on the command line
+    airflow_major: int = 3
+    note: str = ""  # said once before starting (e.g. a role that was mapped to another)
 
 
 @dataclass(frozen=True)
@@ -183,12 +206,36 @@ def read_value_file(name: str, path: str) -> str:
 # command line → plan
 
 
-def airflow_role(airflow_args: Sequence[str]) -> str:
+def airflow_major(version: Callable[[str], str] | None = None) -> int:
+    """The major version of the installed apache-airflow (3 when it cannot be told).
+
+    Reads the distribution's metadata only: no Airflow import, a few milliseconds.
+    """
+    if version is None:
+        from importlib import metadata
+
+        def version(name: str) -> str:
+            return metadata.version(name)
+
+    try:
+        text = version("apache-airflow")
+    except Exception:  # PackageNotFoundError, or unreadable metadata
+        return 3
+    match = re.match(r"(\d+)\.", text or "")
+    return int(match.group(1)) if match else 3
+
+
+def role_commands(major: int = 3) -> dict[str, tuple[str, ...]]:
+    return ROLE_COMMANDS_2 if major == 2 else ROLE_COMMANDS
+
+
+def airflow_role(airflow_args: Sequence[str], major: int = 3) -> str:
     """The role of an ``airflow ...`` argument list, or ``"airflow"`` for any other command."""
     if not airflow_args:
         return "airflow"
     first = airflow_args[0]
-    if first in ROLE_COMMANDS and ROLE_COMMANDS[first] == (first,):
+    roles = role_commands(major)
+    if first in roles and roles[first] == (first,):
         return first
     if first == "celery" and len(airflow_args) > 1 and airflow_args[1] in ("worker", "flower"):
         return f"celery-{airflow_args[1]}"
@@ -206,24 +253,30 @@ def option_value(args: Sequence[str], *names: str) -> str | None:
     return None
 
 
-def plan_command(args: Sequence[str], env: Mapping[str, str]) -> Plan:
-    """Map the container's command to what is executed and which preparations it needs."""
+def plan_command(args: Sequence[str], env: Mapping[str, str], major: int = 3) -> Plan:
+    """Map the container's command to what is executed and which preparations it needs.
+
+    ``major`` is the image's Airflow major version (:func:`airflow_major`).
+    """
+    roles = role_commands(major)
     if not args:
         raise EntrypointError(
             "no command given; use one of: "
-            + ", ".join(ROLE_COMMANDS)
+            + ", ".join(roles)
             + ", an airflow command (e.g. 'airflow version', 'db migrate'), bash or python"
         )
     first = args[0]
-    if first in PASS_THROUGH or first.startswith("/"):
-        return Plan(role="exec", argv=tuple(args))
-    if first in ROLE_COMMANDS:
-        airflow_args: tuple[str, ...] = (*ROLE_COMMANDS[first], *args[1:])
+    if first in PASS_THROUGH or PYTHON_COMMAND.fullmatch(first) or first.startswith("/"):
+        return Plan(role="exec", argv=tuple(args), airflow_major=major)
+    args, note = map_web_role(args, major)
+    first = args[0]
+    if first in roles:
+        airflow_args: tuple[str, ...] = (*roles[first], *args[1:])
     elif first == "airflow":
         airflow_args = tuple(args[1:])
     else:
         airflow_args = tuple(args)
-    role = airflow_role(airflow_args)
+    role = airflow_role(airflow_args, major)
     asks_help = any(a in ("-h", "--help") for a in airflow_args)
     needs_db = bool(airflow_args) and airflow_args[0] not in NO_DATABASE_COMMANDS and not asks_help
     executor = env.get("AIRFLOW__CORE__EXECUTOR", "")
@@ -231,13 +284,13 @@ def plan_command(args: Sequence[str], env: Mapping[str, str]) -> Plan:
         role in CELERY_ROLES or (role == "scheduler" and "celery" in executor.lower())
     )
     api_port: int | None = None
-    if role == "api-server":
+    if role == WEB_ROLE.get(major, "api-server"):
         raw = option_value(airflow_args, "--port", "-p")
         if raw is not None:
             try:
                 api_port = int(raw)
             except ValueError:
-                message = f"api-server --port must be a number, found {raw!r}"
+                message = f"{role} --port must be a number, found {raw!r}"
                 raise EntrypointError(message) from None
     argv: tuple[str, ...] = ("airflow", *airflow_args)
     if role == "standalone":
@@ -248,7 +301,22 @@ def plan_command(args: Sequence[str], env: Mapping[str, str]) -> Plan:
         wait_database=needs_db,
         wait_broker=needs_broker,
         api_port=api_port,
+        airflow_major=major,
+        note=note,
     )
+
+
+def map_web_role(args: Sequence[str], major: int) -> tuple[list[str], str]:
+    """Airflow 2 has no api-server: its web role is the webserver.  Returns the (possibly
+    rewritten) arguments and a note for the log."""
+    out = list(args)
+    if major != 2:
+        return out, ""
+    at = 1 if out[0] == "airflow" and len(out) > 1 else 0
+    if out[at] != "api-server":
+        return out, ""
+    out[at] = "webserver"
+    return out, "Airflow 2 has no api-server: running 'webserver' instead"
 
 
 # --------------------------------------------------------------------------------------------
@@ -613,10 +681,16 @@ SECRET_SPECS: tuple[tuple[str, str, str, Callable[[], str], tuple[str, ...]], ..
     ("api", "secret_key", "api_secret_key", token, ()),
     ("api_auth", "jwt_secret", "jwt_secret", token, ("jwt_private_key_path",)),
 )
+# Airflow 2: the webserver's Flask secret key signs sessions and the log-fetching tokens
+# between webserver and workers, so every container of a deployment must share it.
+SECRET_SPECS_2: tuple[tuple[str, str, str, Callable[[], str], tuple[str, ...]], ...] = (
+    ("core", "fernet_key", "fernet_key", fernet_key, ()),
+    ("webserver", "secret_key", "webserver_secret_key", token, ()),
+)
 
 
 def secret_env(
-    env: Mapping[str, str], cfg: configparser.ConfigParser, airflow_home: str
+    env: Mapping[str, str], cfg: configparser.ConfigParser, airflow_home: str, major: int = 3
 ) -> dict[str, str]:
     """``AIRFLOW__*`` variables for the keys the user did not provide in any form.
 
@@ -629,7 +703,8 @@ def secret_env(
     state_dir = os.path.join(airflow_home, STATE_DIR_NAME)
     no_cfg = configparser.ConfigParser(interpolation=None)
     updates: dict[str, str] = {}
-    for section, key, file_name, generate, alternatives in SECRET_SPECS:
+    specs = SECRET_SPECS_2 if major == 2 else SECRET_SPECS
+    for section, key, file_name, generate, alternatives in specs:
         if any(config_is_set(env, no_cfg, section, k) for k in (key, *alternatives)):
             continue
         var = f"AIRFLOW__{section.upper()}__{key.upper()}"
@@ -766,6 +841,12 @@ def provision_user(
         return {}
     user = admin_user(env)
     manager, _ = lookup_option(env, cfg, "core", "auth_manager")
+    if plan.airflow_major == 2:  # FAB is Airflow 2's auth manager, standalone included
+        if manager and "fab" not in manager.lower():
+            log(f"auth manager {manager!r} is not managed by this entrypoint: no user provisioned")
+            return {}
+        provision_fab(user, airflow_home, env)
+        return {}
     if plan.role == "standalone" or not manager or manager == SIMPLE_AUTH_MANAGER:
         return provision_simple_auth(user, env, cfg, airflow_home)
     if "fab" in manager.lower():
@@ -780,11 +861,22 @@ def provision_user(
 
 
 def health_state(plan: Plan, env: Mapping[str, str], pid: int) -> dict[str, object]:
-    """What health.py needs: the role, the process to watch and the URLs to probe."""
-    ssl = bool(env.get("AIRFLOW__API__SSL_CERT"))
-    api_port = plan.api_port or int_env(env, "AIRFLOW__API__PORT", 8080)
+    """What health.py needs: the role, the process to watch and the URLs to probe.
+
+    ``api_health_url`` is the web role's health JSON: the API server's
+    ``/api/v2/monitor/health`` on Airflow 3, the webserver's ``/health`` on Airflow 2.
+    """
+    section = "WEBSERVER" if plan.airflow_major == 2 else "API"
+    if plan.airflow_major == 2:
+        ssl = bool(env.get("AIRFLOW__WEBSERVER__WEB_SERVER_SSL_CERT"))
+        api_port = plan.api_port or int_env(env, "AIRFLOW__WEBSERVER__WEB_SERVER_PORT", 8080)
+        health_path = "/health"
+    else:
+        ssl = bool(env.get("AIRFLOW__API__SSL_CERT"))
+        api_port = plan.api_port or int_env(env, "AIRFLOW__API__PORT", 8080)
+        health_path = "/api/v2/monitor/health"
     base_path = ""
-    base_url = env.get("AIRFLOW__API__BASE_URL", "")
+    base_url = env.get(f"AIRFLOW__{section}__BASE_URL", "")
     if "://" in base_url:
         rest = base_url.split("://", 1)[1]
         base_path = ("/" + rest.split("/", 1)[1]).rstrip("/") if "/" in rest else ""
@@ -796,7 +888,8 @@ def health_state(plan: Plan, env: Mapping[str, str], pid: int) -> dict[str, obje
     return {
         "role": plan.role,
         "pid": pid,
-        "api_health_url": f"{scheme}://127.0.0.1:{api_port}{base_path}/api/v2/monitor/health",
+        "airflow_major": plan.airflow_major,
+        "api_health_url": f"{scheme}://127.0.0.1:{api_port}{base_path}{health_path}",
         "scheduler_health_url": f"http://127.0.0.1:{scheduler_port}/health",
         "flower_health_url": f"http://127.0.0.1:{flower_port}{flower_path}/healthcheck",
     }
@@ -830,7 +923,9 @@ def prepare(args: Sequence[str], env: MutableMapping[str, str]) -> Plan:
     refuse_root(uid, env)
     os.umask(0o002)  # group 0 shares what is written (arbitrary uid, same gid)
     env.update(expand_file_variables(env))
-    plan = plan_command(args, env)
+    plan = plan_command(args, env, airflow_major())
+    if plan.note:
+        log(plan.note)
     airflow_home = env.setdefault("AIRFLOW_HOME", DEFAULT_AIRFLOW_HOME)
     env.update(identity_env(env, uid, airflow_home))
     env.update(role_env(plan, env))
@@ -838,7 +933,7 @@ def prepare(args: Sequence[str], env: MutableMapping[str, str]) -> Plan:
     try:
         ensure_dir(os.path.join(airflow_home, "logs"))
         cfg = load_airflow_cfg(env, airflow_home)
-        env.update(secret_env(env, cfg, airflow_home))
+        env.update(secret_env(env, cfg, airflow_home, plan.airflow_major))
     except EntrypointError as exc:
         if strict:
             raise
@@ -854,7 +949,12 @@ def prepare(args: Sequence[str], env: MutableMapping[str, str]) -> Plan:
         if plan.wait_broker:
             wait_for(broker_target(env, cfg), max_count, sleep_time)
     if plan.wait_database:
-        if is_true(env.get("_AIRFLOW_DB_MIGRATE")) or is_true(env.get("_AIRFLOW_DB_UPGRADE")):
+        # Airflow 2 standalone: FAB's 'users create' needs the tables standalone would create
+        if (
+            is_true(env.get("_AIRFLOW_DB_MIGRATE"))
+            or is_true(env.get("_AIRFLOW_DB_UPGRADE"))
+            or (plan.airflow_major == 2 and plan.role == "standalone")
+        ):
             run_migrate(env)
         env.update(provision_user(plan, env, cfg, airflow_home))
     return plan

@@ -1,7 +1,10 @@
-#!/usr/bin/python3.13 -IS
-"""Health check of hardflow images (stdlib only, never imports Airflow).
+#!/usr/bin/python3 -IS
+"""Health check of hardflow images (stdlib only, never imports Airflow; Python 3.11+).
 
-Run as ``python3.13 -I -S health.py [ROLE]`` (the image's ``hardflow-health``) by HEALTHCHECK,
+The shebang names ``/usr/bin/python3``, the alias every hardflow image has for its one
+interpreter (python3.13 in Airflow 3 images, python3.11 in Airflow 2 images).
+
+Run as ``python3 -I -S health.py [ROLE]`` (the image's ``hardflow-health``) by HEALTHCHECK,
 compose and Kubernetes probes.  The entrypoint records the container's role, the PID of the
 Airflow process (the entrypoint execs it, so the PID is the entrypoint's) and the URLs to probe
 in a small JSON state file (``/tmp/hardflow-role``, or ``$HARDFLOW_STATE_FILE``).
@@ -17,6 +20,14 @@ Per role:
   them no health endpoint, so the recorded process must be alive (not a zombie) and still be
   the command that was started.  With ``HARDFLOW_HEALTH_API_URL`` set (the base URL of an API
   server), triggerer and dag-processor also need their heartbeat to be healthy in its JSON.
+
+Airflow 2 images (the state file says ``"airflow_major": 2``):
+
+- ``webserver``: GET ``/health`` on the webserver (port 8080) answers 200 and the metadata DB
+  is healthy.
+- ``standalone``: the same, plus scheduler and triggerer healthy; ``dag_processor`` healthy
+  or ``null`` (Airflow 2 reports null while no standalone DAG processor is configured).
+- the other roles as above; ``HARDFLOW_HEALTH_API_URL`` is then the webserver's base URL.
 
 Exit status 0 when healthy, 1 when not; one line saying why on stdout.
 """
@@ -35,6 +46,10 @@ from typing import Any
 DEFAULT_STATE_FILE = "/tmp/hardflow-role"
 API_HEALTH_PATH = "/api/v2/monitor/health"
 STANDALONE_COMPONENTS = ("scheduler", "triggerer", "dag_processor")
+# Airflow 2: the webserver's health JSON, and the components its standalone must report.
+WEBSERVER_HEALTH_PATH = "/health"
+STANDALONE_COMPONENTS_2 = ("scheduler", "triggerer")
+OPTIONAL_COMPONENTS_2 = ("dag_processor",)
 API_COMPONENT_OF_ROLE = {"triggerer": "triggerer", "dag-processor": "dag_processor"}
 # Words that must appear in the watched process's command line, per role.
 PROCESS_MARKERS: dict[str, tuple[bytes, ...]] = {
@@ -90,8 +105,11 @@ def component_status(payload: Mapping[str, Any], name: str) -> str | None:
     return status if isinstance(status, str) else None
 
 
-def evaluate_api_health(payload: Any, components: Sequence[str]) -> str:
-    """Judge Airflow's health JSON: metadatabase and ``components`` must be "healthy"."""
+def evaluate_api_health(
+    payload: Any, components: Sequence[str], optional: Sequence[str] = ()
+) -> str:
+    """Judge Airflow's health JSON: metadatabase and ``components`` must be "healthy";
+    ``optional`` ones must be "healthy" or null (not running in this deployment)."""
     if not isinstance(payload, Mapping):
         raise Unhealthy("API health answer is not a JSON object")
     problems = []
@@ -99,12 +117,18 @@ def evaluate_api_health(payload: Any, components: Sequence[str]) -> str:
         status = component_status(payload, name)
         if status != "healthy":
             problems.append(f"{name}={status or 'unknown'}")
+    for name in optional:
+        status = component_status(payload, name)
+        if status not in ("healthy", None):
+            problems.append(f"{name}={status}")
     if problems:
         raise Unhealthy("API health: " + ", ".join(problems))
     return "API health: " + ", ".join(f"{n}=healthy" for n in ("metadatabase", *components))
 
 
-def check_api(url: str, components: Sequence[str], timeout: float) -> str:
+def check_api(
+    url: str, components: Sequence[str], timeout: float, optional: Sequence[str] = ()
+) -> str:
     status, body = http_get(url, timeout)
     if status != 200:
         raise Unhealthy(f"GET {url} answered HTTP {status}")
@@ -112,7 +136,7 @@ def check_api(url: str, components: Sequence[str], timeout: float) -> str:
         payload = json.loads(body)
     except ValueError:
         raise Unhealthy(f"GET {url} did not answer JSON") from None
-    return evaluate_api_health(payload, components)
+    return evaluate_api_health(payload, components, optional)
 
 
 def check_http_ok(url: str, timeout: float) -> str:
@@ -144,8 +168,22 @@ def check_process(pid: object, markers: Sequence[bytes], proc_root: str = "/proc
     return f"process {pid} is running"
 
 
+def airflow_major(state: Mapping[str, Any], role: str) -> int:
+    """The Airflow major version the entrypoint recorded (3 for state files without it)."""
+    major = state.get("airflow_major")
+    if isinstance(major, int) and not isinstance(major, bool):
+        return major
+    return 2 if role == "webserver" else 3
+
+
 def check(role: str, state: Mapping[str, Any], env: Mapping[str, str], timeout: float) -> str:
     """Return a one-line reason when healthy; raise Unhealthy otherwise."""
+    major = airflow_major(state, role)
+    if major == 2 and role in ("webserver", "standalone"):
+        url = str(state.get("api_health_url") or f"http://127.0.0.1:8080{WEBSERVER_HEALTH_PATH}")
+        if role == "standalone":
+            return check_api(url, STANDALONE_COMPONENTS_2, timeout, OPTIONAL_COMPONENTS_2)
+        return check_api(url, (), timeout)
     if role in ("api-server", "standalone"):
         url = str(state.get("api_health_url") or f"http://127.0.0.1:8080{API_HEALTH_PATH}")
         components = STANDALONE_COMPONENTS if role == "standalone" else ()
@@ -159,7 +197,8 @@ def check(role: str, state: Mapping[str, Any], env: Mapping[str, str], timeout: 
     reason = check_process(state.get("pid"), PROCESS_MARKERS.get(role, ()))
     api_base = env.get("HARDFLOW_HEALTH_API_URL", "").rstrip("/")
     if api_base and role in API_COMPONENT_OF_ROLE:
-        check_api(api_base + API_HEALTH_PATH, (API_COMPONENT_OF_ROLE[role],), timeout)
+        path = WEBSERVER_HEALTH_PATH if major == 2 else API_HEALTH_PATH
+        check_api(api_base + path, (API_COMPONENT_OF_ROLE[role],), timeout)
         reason += f", {API_COMPONENT_OF_ROLE[role]} heartbeat healthy"
     return reason
 

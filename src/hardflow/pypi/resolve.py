@@ -231,6 +231,22 @@ def _check_requirements(requirements: Sequence[str]) -> list[str]:
     return out
 
 
+def exclude_overrides(excludes: Sequence[str]) -> str:
+    """uv overrides that drop ``excludes`` from a resolution: a marker no platform matches."""
+    return "".join(f"{canonicalize_name(n)} ; sys_platform == 'never'\n" for n in excludes)
+
+
+def check_excludes(requirements: Sequence[str], excludes: Sequence[str]) -> None:
+    """An excluded distribution may not be asked for directly."""
+    wanted = {canonicalize_name(Requirement(r).name) for r in requirements}
+    for name in excludes:
+        if canonicalize_name(name) in wanted:
+            raise ResolveError(
+                f"python.excludes names {name!r}, which python.requirements asks for",
+                hint="remove it from one of the two lists",
+            )
+
+
 def _trim(stderr: str, limit: int = 3000) -> str:
     text = "\n".join(line for line in stderr.strip().splitlines() if line.strip())
     return text if len(text) <= limit else "…" + text[-limit:]
@@ -244,6 +260,7 @@ def run_uv_compile(
     *,
     upgrade: bool,
     preferences: str | None,
+    excludes: Sequence[str] = (),
 ) -> str:
     """Run ``uv pip compile`` and return the pylock.toml text it wrote."""
     with tempfile.TemporaryDirectory(prefix="hardflow-lock-") as tmp:
@@ -257,6 +274,10 @@ def run_uv_compile(
             "--python", sys.executable, "--no-python-downloads",
             *config.uv_args(),
         ]  # fmt: skip
+        if excludes:
+            overrides = Path(tmp) / "excludes.txt"
+            overrides.write_text(exclude_overrides(excludes), encoding="utf-8")
+            common += ["--override", str(overrides)]
         extra: list[str] = []
         if preferences is not None:
             # Pass 1: resolve to requirements.txt, preferring the previous pins; pass 2 below
@@ -304,19 +325,23 @@ def resolve(
     config: IndexConfig,
     upgrade: bool = False,
     previous: Sequence[LockedWheel] = (),
+    excludes: Sequence[str] = (),
 ) -> tuple[LockedWheel, ...]:
     """Lock ``requirements`` for CPython ``python_version`` on ``arch`` with ``glibc``.
 
     Returns one wheel per package of the resolution, sorted by name. Previous pins are
-    preferred unless ``upgrade``.
+    preferred unless ``upgrade``. Distributions in ``excludes`` are left out even when a
+    requirement depends on them.
     """
     reqs = _check_requirements(requirements)
     if not reqs:
         return ()
+    check_excludes(reqs, excludes)
     tags = target_tags(python_version, glibc, arch)
     platform = uv_platform(glibc, arch)
     prefs = preferences_txt(previous) if previous and not upgrade else None
     text = run_uv_compile(
-        reqs, python_version, platform, config, upgrade=upgrade, preferences=prefs
+        reqs, python_version, platform, config, upgrade=upgrade, preferences=prefs,
+        excludes=excludes,
     )
     return pick_wheels(parse_pylock(text), tags)
