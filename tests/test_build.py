@@ -25,6 +25,7 @@ from hardflow.fetch import Cache
 from hardflow.layers import iter_tar_entries
 from hardflow.lock import read_lock
 from hardflow.locking import make_lock
+from hardflow.rootfs import layer_order, wheel_layer
 from hardflow.spec import ImageSpec, load_spec
 
 TEST_KEY = b"-----BEGIN PRIVATE KEY-----\nMIIBVQ==\n-----END PRIVATE KEY-----\n"
@@ -50,14 +51,14 @@ content = "print('hello')\\n"
 """
 
 
-def host_compiler(root: Path, sources: Sequence[str], spec: ImageSpec) -> None:
+def host_compiler(root: Path, sources: Sequence[tuple[str, str]], spec: ImageSpec) -> None:
     from importlib.util import cache_from_source
 
-    for src in sources:
+    for src, shown in sources:
         py_compile.compile(
             str(root / src),
             cfile=cache_from_source(str(root / src)),
-            dfile="/" + src,
+            dfile=shown,
             doraise=True,
             invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
         )
@@ -218,14 +219,19 @@ def test_image_tree_is_hardened(world: World) -> None:
     assert b"ID=debian" in osr and b'VERSION_ID="13"' in osr
     # layers: stable to volatile, each file in exactly one
     names = [layer.name for layer in result.image.layers]
-    assert names == ["debian-base", "python-runtime", "wheels", "hardflow"]
+    alpha, beta = wheel_layer("alpha"), wheel_layer("beta")
+    wheel_layers = sorted({alpha, beta}, key=layer_order().index)
+    assert names == ["debian-base", "python-runtime", *wheel_layers, "hardflow"]
     by_layer = {
         layer.name: {i.name for i in iter_tar_entries(layer.path) if i.isfile()}
         for layer in result.image.layers
     }
     assert f"usr/bin/python{PYVER}" in by_layer["python-runtime"]
-    assert f"{site}/beta/__init__.py" in by_layer["wheels"]
+    assert f"{site}/beta/__init__.py" in by_layer[beta]
+    assert f"{site}/alpha/__init__.py" in by_layer[alpha]
     assert "etc/passwd" in by_layer["hardflow"]
+    files = [name for layer in by_layer.values() for name in layer]
+    assert len(files) == len(set(files))  # each file in exactly one layer
     # a private key shipped as a package's test data is not in any layer
     assert f"{site}/alpha/tests/server.key" not in m
     key = f"/{site}/alpha/tests/server.key"

@@ -1,8 +1,16 @@
 """Deterministic layer tarballs: the same tree and SOURCE_DATE_EPOCH give the same bytes.
 
 A layer is written in one pass: tar headers and file contents are produced in path order,
-hashed (the *diff_id*), deflated with zlib level 6 inside a gzip frame we write ourselves,
-hashed again (the *digest*) and streamed to a temporary file that is renamed into place.
+hashed (the *diff_id*), compressed, hashed again (the *digest*) and streamed to a temporary
+file that is renamed into place. Two compressions, each with one fixed setting so the same tar
+always gives the same bytes:
+
+* ``gzip`` (the default, every engine reads it): zlib level 6 inside a gzip frame we write
+  ourselves;
+* ``zstd``: one zstd frame at level 3 (what ``podman push --compression-format zstd`` uses),
+  single-threaded, with a content checksum and without the content size field (the size is not
+  known when the frame starts, and leaving it out always keeps the header the same). The bytes
+  depend on the libzstd bundled with the ``zstandard`` package, as gzip's depend on zlib.
 
 The tar format is POSIX ustar, written by hand so that the bytes do not depend on the
 Python version's :mod:`tarfile`:
@@ -21,6 +29,7 @@ layer extracts onto an empty directory.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import stat
@@ -31,14 +40,22 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO, Literal
+
+import zstandard
 
 from .errors import BuildError
 
 Owner = tuple[int, int]
+Compression = Literal["gzip", "zstd"]
+COMPRESSIONS: tuple[Compression, ...] = ("gzip", "zstd")
 
 BLOCK = 512
 GZIP_LEVEL = 6
+ZSTD_LEVEL = 3
+SUFFIX: dict[str, str] = {"gzip": ".tar.gz", "zstd": ".tar.zst"}
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _CHUNK = 1 << 20  # file contents are read and compressed in 1 MiB pieces
 _PAX_NAME = b"././@PaxHeader"
 _MAX_OCTAL_7 = 0o7777777  # 7 octal digits: uid, gid, mode
@@ -60,12 +77,13 @@ class LayerSpec:
 @dataclass(frozen=True)
 class Layer:
     name: str
-    path: Path  # the .tar.gz blob on disk, named <hex of digest>.tar.gz
+    path: Path  # the compressed blob on disk, named <hex of digest>.tar.gz (or .tar.zst)
     digest: str  # "sha256:…" of the compressed blob
     diff_id: str  # "sha256:…" of the uncompressed tar
     size: int  # compressed size in bytes
     uncompressed_size: int
     file_count: int  # tar entries (files, directories, symlinks) in the layer
+    compression: Compression = "gzip"
 
 
 @dataclass(frozen=True)
@@ -282,20 +300,35 @@ def _stat_entry(root: Path, rel: str, owners: Mapping[str, Owner], layer: str) -
     )
 
 
-class _Sink:
-    """tar bytes in → diff_id hash; deflate → gzip frame → digest hash → file."""
+def zstd_compressor() -> zstandard.ZstdCompressor:
+    """The one zstd setting layers are written with (see the module docstring)."""
+    return zstandard.ZstdCompressor(
+        level=ZSTD_LEVEL, write_checksum=True, write_content_size=False, threads=0
+    )
 
-    def __init__(self, out: BinaryIO, progress: Callable[[int], None] | None) -> None:
+
+class _Sink:
+    """tar bytes in → diff_id hash; compress (gzip frame or zstd frame) → digest hash → file."""
+
+    def __init__(
+        self,
+        out: BinaryIO,
+        progress: Callable[[int], None] | None,
+        compression: Compression = "gzip",
+    ) -> None:
         self._out = out
         self._progress = progress
+        self._compression = compression
         self._tar_hash = hashlib.sha256()
         self._gz_hash = hashlib.sha256()
         self._deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS, 8, 0)
+        self._zstd = zstd_compressor().compressobj() if compression == "zstd" else None
         self._crc = 0
         self._buffer = bytearray()
         self.uncompressed = 0
         self.compressed = 0
-        self._emit(gzip_header())
+        if self._zstd is None:
+            self._emit(gzip_header())
 
     def _emit(self, data: bytes) -> None:
         if data:
@@ -316,14 +349,22 @@ class _Sink:
         self._tar_hash.update(data)
         self._crc = zlib.crc32(data, self._crc)
         self.uncompressed += len(data)
-        self._emit(self._deflate.compress(data))
+        if self._zstd is not None:
+            self._emit(self._zstd.compress(data))
+        else:
+            self._emit(self._deflate.compress(data))
         if self._progress is not None:
             self._progress(len(data))
 
     def finish(self) -> tuple[str, str]:
         self._flush_buffer()
-        self._emit(self._deflate.flush(zlib.Z_FINISH))
-        self._emit(struct.pack("<II", self._crc & 0xFFFFFFFF, self.uncompressed & 0xFFFFFFFF))
+        if self._zstd is not None:
+            self._emit(self._zstd.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH))
+        else:
+            self._emit(self._deflate.flush(zlib.Z_FINISH))
+            self._emit(
+                struct.pack("<II", self._crc & 0xFFFFFFFF, self.uncompressed & 0xFFFFFFFF)
+            )
         return "sha256:" + self._tar_hash.hexdigest(), "sha256:" + self._gz_hash.hexdigest()
 
 
@@ -355,13 +396,19 @@ def write_layer(
     sde: int,
     out_dir: Path,
     progress: Callable[[int], None] | None = None,
+    compression: Compression = "gzip",
 ) -> Layer:
-    """Write ``spec``'s paths under ``root`` as ``out_dir/<hex>.tar.gz``.
+    """Write ``spec``'s paths under ``root`` as ``out_dir/<hex>.tar.gz`` (``.tar.zst``).
 
     ``owners`` maps paths (with or without a leading slash) to numeric (uid, gid); paths not
     in it — including the parent directories added automatically — are owned by 0:0.
     ``progress`` receives the number of uncompressed bytes written since its last call.
     """
+    if compression not in COMPRESSIONS:
+        raise BuildError(
+            f"layer compression {compression!r} is not supported (expected one of "
+            f"{', '.join(COMPRESSIONS)})"
+        )
     if sde < 0 or sde > _MAX_OCTAL_11:
         raise BuildError(f"SOURCE_DATE_EPOCH {sde} is out of range for a tar header")
     out_dir = out_dir.absolute()
@@ -373,7 +420,7 @@ def write_layer(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as fh:
-            sink = _Sink(fh, progress)
+            sink = _Sink(fh, progress, compression)
             for entry in entries:
                 sink.write(_entry_header(entry, sde))
                 if entry.kind == b"0":
@@ -383,7 +430,7 @@ def write_layer(
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
-        final = out_dir / f"{digest.removeprefix('sha256:')}.tar.gz"
+        final = out_dir / f"{digest.removeprefix('sha256:')}{SUFFIX[compression]}"
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -396,6 +443,7 @@ def write_layer(
         size=sink.compressed,
         uncompressed_size=sink.uncompressed,
         file_count=len(entries),
+        compression=compression,
     )
 
 
@@ -412,10 +460,116 @@ def list_tree(root: Path) -> tuple[str, ...]:
     return tuple(sorted(found, key=_sort_key))
 
 
-def iter_tar_entries(tar_gz: Path) -> Iterator[tarfile.TarInfo]:
-    """The members of a gzip-compressed layer, in archive order (for tests and audits)."""
+def layer_compression(head: bytes) -> Compression | None:
+    """The compression a blob starts with (its first bytes), or None for a plain tar."""
+    if head.startswith(_GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(_ZSTD_MAGIC):
+        return "zstd"
+    return None
+
+
+def open_layer(path: Path) -> IO[bytes]:
+    """The uncompressed tar stream of a layer blob: gzip, zstd or plain, told by its magic."""
     try:
-        with tarfile.open(tar_gz, mode="r:gz") as archive:
+        fh = open(path, "rb")  # noqa: SIM115 (returned: the caller closes it)
+    except OSError as exc:
+        raise BuildError(f"cannot read layer {path}: {exc.strerror}") from None
+    kind = layer_compression(fh.read(4))
+    fh.seek(0)
+    if kind == "gzip":
+        fh.close()
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    if kind == "zstd":
+        reader: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(fh, closefd=True)
+        return reader
+    return fh
+
+
+def iter_tar_entries(tar_gz: Path) -> Iterator[tarfile.TarInfo]:
+    """The members of a (gzip- or zstd-compressed) layer, in archive order (tests, audits)."""
+    try:
+        with open_layer(tar_gz) as stream, tarfile.open(fileobj=stream, mode="r|") as archive:
             yield from archive
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except (tarfile.TarError, OSError, EOFError, zstandard.ZstdError) as exc:
         raise BuildError(f"cannot read layer {tar_gz}: {exc}") from None
+
+
+def recompress(layer: Layer, compression: Compression, out_dir: Path) -> Layer:
+    """The same tar as ``layer`` with another compression (e.g. gzip for a docker-archive).
+
+    The tar is decompressed and compressed again with the fixed settings above, so the blob is
+    byte for byte the one :func:`write_layer` gives for the same tree; its diff_id is checked.
+    """
+    if layer.compression == compression:
+        return layer
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=out_dir, prefix=f".{layer.name}-", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh, open_layer(layer.path) as stream:
+            sink = _Sink(fh, None, compression)
+            while chunk := stream.read(_CHUNK):
+                sink.write(chunk)
+            diff_id, digest = sink.finish()
+        if diff_id != layer.diff_id:
+            raise BuildError(
+                f"layer {layer.name} ({layer.path}): its tar has diff_id {diff_id}, "
+                f"expected {layer.diff_id}; the blob is corrupt"
+            )
+        os.chmod(tmp, 0o644)
+        final = out_dir / f"{digest.removeprefix('sha256:')}{SUFFIX[compression]}"
+        os.replace(tmp, final)
+    except (OSError, EOFError, zstandard.ZstdError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise BuildError(f"cannot recompress layer {layer.path}: {exc}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return Layer(
+        name=layer.name,
+        path=final,
+        digest=digest,
+        diff_id=diff_id,
+        size=sink.compressed,
+        uncompressed_size=sink.uncompressed,
+        file_count=layer.file_count,
+        compression=compression,
+    )
+
+
+class _HashingReader:
+    """A read-only stream that hashes what passes through it (to check a diff_id)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self.hash = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.hash.update(data)
+        return data
+
+
+def extract_layer(layer: Layer, dest: Path) -> None:
+    """Unpack ``layer`` onto ``dest`` (created if needed), checking its diff_id.
+
+    Used to rebuild the lower layers' tree from cached blobs; the tar was written by
+    :func:`write_layer`, so it holds only plain files, directories and symlinks.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with open_layer(layer.path) as stream:
+            reader = _HashingReader(stream)
+            with tarfile.open(fileobj=reader, mode="r|") as archive:  # type: ignore[call-overload]
+                archive.extractall(dest, filter="tar")
+            while reader.read(_CHUNK):
+                pass  # the zero blocks after the end-of-archive marker
+    except (tarfile.TarError, OSError, EOFError, zstandard.ZstdError) as exc:
+        raise BuildError(f"cannot unpack layer {layer.name} ({layer.path}): {exc}") from None
+    actual = "sha256:" + reader.hash.hexdigest()
+    if actual != layer.diff_id:
+        raise BuildError(
+            f"layer {layer.name} ({layer.path}): its tar has diff_id {actual}, expected "
+            f"{layer.diff_id}; the blob is corrupt"
+        )

@@ -32,6 +32,8 @@ MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
 MEDIA_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+MEDIA_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+LAYER_MEDIA_TYPES = {"gzip": MEDIA_LAYER_GZIP, "zstd": MEDIA_LAYER_ZSTD}
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
 _SECOND_NS = 1_000_000_000
@@ -178,11 +180,23 @@ def manifest_document(
         "schemaVersion": 2,
         "mediaType": MEDIA_MANIFEST,
         "config": _descriptor(MEDIA_CONFIG, config_digest, config_size),
-        "layers": [_descriptor(MEDIA_LAYER_GZIP, layer.digest, layer.size) for layer in layers],
+        "layers": [
+            _descriptor(layer_media_type(layer), layer.digest, layer.size) for layer in layers
+        ],
     }
     if annotations:
         doc["annotations"] = dict(annotations)
     return doc
+
+
+def layer_media_type(layer: Layer) -> str:
+    try:
+        return LAYER_MEDIA_TYPES[layer.compression]
+    except KeyError:
+        raise BuildError(
+            f"layer {layer.name}: unknown compression {layer.compression!r} "
+            f"(expected one of {', '.join(LAYER_MEDIA_TYPES)})"
+        ) from None
 
 
 def index_document(
@@ -195,12 +209,14 @@ def index_document(
     return {"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": [entry]}
 
 
-def docker_manifest_document(result: ImageResult) -> list[dict[str, Any]]:
+def docker_manifest_document(
+    result: ImageResult, layers: Sequence[Layer] | None = None
+) -> list[dict[str, Any]]:
     return [
         {
             "Config": _blob_name(result.config_digest),
             "RepoTags": [result.reference],
-            "Layers": [_blob_name(layer.digest) for layer in result.layers],
+            "Layers": [_blob_name(layer.digest) for layer in (layers or result.layers)],
         }
     ]
 
@@ -338,12 +354,17 @@ def _add_file(archive: tarfile.TarFile, name: str, source: Path, mtime: int) -> 
         archive.addfile(_tar_info(name, size, mtime), fh)
 
 
-def write_docker_archive(result: ImageResult, path: Path) -> Path:
+def write_docker_archive(
+    result: ImageResult, path: Path, layers: Sequence[Layer] | None = None
+) -> Path:
     """Write a ``docker save``-style tar that ``podman load`` / ``docker load`` accept.
 
     Members (sorted, mtime = the config's ``created``, owner 0:0, no names): ``blobs/``,
     ``blobs/sha256/``, the config and layer blobs, ``manifest.json``. Layers stay gzip-compressed.
-    Written through a temporary file beside ``path`` and renamed into place.
+    A docker-archive has no media types, so its readers expect gzip (or plain) layers: for an
+    image whose layers are zstd, pass ``layers``, the same tars gzip-compressed (same diff_ids,
+    hence the same config and image ID). Written through a temporary file beside ``path`` and
+    renamed into place.
     """
     layout = result.layout_dir
     config_path = layout / _blob_name(result.config_digest)
@@ -357,9 +378,25 @@ def write_docker_archive(result: ImageResult, path: Path) -> Path:
         raise BuildError(f"cannot read the image config {config_path}: {exc}") from None
 
     members: dict[str, Path] = {_blob_name(result.config_digest): config_path}
-    for layer in result.layers:
-        members[_blob_name(layer.digest)] = layout / _blob_name(layer.digest)
-    manifest_bytes = canonical_json(docker_manifest_document(result))
+    if layers is None:
+        layers = result.layers
+        for layer in layers:
+            members[_blob_name(layer.digest)] = layout / _blob_name(layer.digest)
+    else:
+        if [x.diff_id for x in layers] != [x.diff_id for x in result.layers]:
+            raise BuildError(
+                "docker-archive: the layers given do not hold the image's tars "
+                "(their diff_ids differ from the config's)"
+            )
+        for layer in layers:
+            members[_blob_name(layer.digest)] = layer.path
+    for layer in layers:
+        if layer.compression != "gzip":
+            raise BuildError(
+                f"docker-archive: layer {layer.name} is {layer.compression}-compressed; "
+                "a docker-archive carries gzip layers only"
+            )
+    manifest_bytes = canonical_json(docker_manifest_document(result, layers))
 
     path = path.absolute()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -248,7 +248,10 @@ def check_reproducible(
     progress: Progress | None = None,
 ) -> ReproReport:
     """Build twice in separate directories (the second with an empty cache when
-    ``separate_caches``) and compare. Nothing is written to ``base_options.out_dir``."""
+    ``separate_caches``) and compare. Nothing is written to ``base_options.out_dir``.
+
+    Both builds make every layer anew (no layer cache): reusing a finished layer would prove
+    nothing about the steps that made it."""
     parent = base_options.work_dir or base_options.out_dir.parent
     parent.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix=".hardflow-repro-", dir=parent))
@@ -270,6 +273,7 @@ def check_reproducible(
                 work_dir=root / name / "work",
                 cache=cache,
                 docker_archive=False,
+                layer_cache=False,
             )
             started = time.monotonic()
             results.append(build(spec, lock, lock_path, options, progress))

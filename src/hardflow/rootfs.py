@@ -10,14 +10,16 @@ a generated CA bundle, dpkg ``status.d`` records and Python ``dist-info`` for sc
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import stat
 import subprocess
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+
+from packaging.utils import canonicalize_name
 
 from .debian.deb import DebContents, read_deb
 from .errors import BuildError
@@ -27,7 +29,11 @@ from .prune import prune
 from .pypi.install import install_wheel
 from .spec import ImageSpec, read_extra_file
 
-LAYER_ORDER = ("debian-base", "python-runtime", "wheels", "airflow", "hardflow")
+WHEEL_LAYERS = 8  # third-party wheels are spread over this many layers (see wheel_layer)
+# paths _accounts_and_identity writes: removed from the Debian layers if a package ships them
+HARDFLOW_WRITES = ("etc/passwd", "etc/group", "etc/shadow", "etc/nsswitch.conf",
+                   "etc/os-release", "usr/lib/os-release")  # fmt: skip
+STAGE_DIR = ".hardflow-stage"  # stages of the upper layers sit here inside the base tree
 MERGED_USR = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 # Package content that no container needs at run time. Copyright files are kept (licences).
 DROP_PREFIXES = (
@@ -63,7 +69,9 @@ class WheelInput:
 
 
 @dataclass(frozen=True)
-class RootFS:
+class Stage:
+    """A finished stage: a directory and the layers cut from it (paths relative to ``root``)."""
+
     root: Path
     owners: dict[str, tuple[int, int]]
     layers: tuple[LayerSpec, ...]
@@ -77,8 +85,27 @@ def deb_layer(name: str) -> str:
     return "python-runtime" if name.startswith(PYTHON_PACKAGES_PREFIXES) else "debian-base"
 
 
-def wheel_layer(name: str) -> str:
-    return "airflow" if name.startswith("apache-airflow") else "wheels"
+def wheel_layer(name: str, buckets: int = WHEEL_LAYERS) -> str:
+    """The layer a wheel goes to: ``airflow`` for Airflow's own distributions, else one of
+    ``buckets`` layers ``wheels-<i>`` chosen by a hash of the project name.
+
+    The rule is stable: a package keeps its layer across versions, and adding or removing one
+    package changes only its own layer. A version change therefore rebuilds one small layer
+    instead of every third-party wheel.
+    """
+    canonical = canonicalize_name(name)
+    if canonical.startswith("apache-airflow"):
+        return "airflow"
+    if buckets <= 1:
+        return "wheels"
+    digest = hashlib.sha256(canonical.encode()).digest()
+    return f"wheels-{int.from_bytes(digest[:4], 'big') % buckets}"
+
+
+def layer_order(buckets: int = WHEEL_LAYERS) -> tuple[str, ...]:
+    """Every possible layer name, stable (Debian) to volatile (the spec's own files)."""
+    wheels = ("wheels",) if buckets <= 1 else tuple(f"wheels-{i}" for i in range(buckets))
+    return ("debian-base", "python-runtime", *wheels, "airflow", "hardflow")
 
 
 def normalise(path: str) -> str:
@@ -101,14 +128,15 @@ def keep_member(path: str) -> bool:
     return True
 
 
-class _Tree:
-    """The staging directory plus per-path owner and layer."""
+class StageTree:
+    """A stage's staging directory plus per-path owner and layer."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.layer_of: dict[str, str] = {}
         self.owners: dict[str, tuple[int, int]] = {}
         self.setuid_cleared: list[str] = []
+        self.notes: list[str] = []
         self.dropped = 0
 
     def _dest(self, rel: str) -> Path:
@@ -183,18 +211,25 @@ class _Tree:
         self.layer_of[rel] = layer
 
 
-def assemble(
+# ---------------------------------------------------------------------------------------------
+# Stages: each builds the tree of one or more layers from its own inputs only
+
+
+def assemble_debian(
     spec: ImageSpec,
     debs: Sequence[DebInput],
-    wheels: Sequence[WheelInput],
     staging: Path,
     progress: ProgressFn | None = None,
-    compiler: Compiler | None = None,
-) -> RootFS:
+) -> StageTree:
+    """The ``debian-base`` and ``python-runtime`` tree (not yet compiled or finished).
+
+    Both layers come from one unpacking of every ``.deb`` (sorted by name, later packages
+    overwrite earlier ones' files), so they are one stage and change together.
+    """
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    tree = _Tree(staging.resolve())
+    tree = StageTree(staging.resolve())
     for top in ("bin", "sbin", "lib", "lib64"):
         tree.directory(f"usr/{top}", 0o755, "debian-base")
         tree.symlink(top, f"usr/{top}", "debian-base")
@@ -206,53 +241,86 @@ def assemble(
             progress("unpack debs", i + 1, len(debs))
     _ca_bundle(tree)
     _python_runtime(tree, spec)
+    _debian_identity(tree, spec)
+    pruned = prune(tree.root, spec, tree.layer_of)  # docs/shrinking.md: what goes and why
+    tree.dropped += sum(pruned.removed.values())
+    return tree
 
+
+def assemble_wheels(
+    spec: ImageSpec,
+    layer: str,
+    wheels: Sequence[WheelInput],
+    staging: Path,
+    links: Path,
+    progress: ProgressFn | None = None,
+) -> StageTree:
+    """One wheel layer's tree: its wheels installed on an empty root, then the key and prune
+    passes. It sees no other layer's files, so its bytes depend on its own wheels alone."""
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    tree = StageTree(staging.resolve())
     # The cache names files by hash; wheel installers need the real file name (it carries
     # the name, version and tags), so each wheel is linked under its name first.
-    named = staging.parent / f"{staging.name}-wheels"
-    named.mkdir(exist_ok=True)
-    for i, whl in enumerate(sorted(wheels, key=lambda w: w.locked.name)):
-        link = named / whl.locked.filename
+    links.mkdir(parents=True, exist_ok=True)
+    for whl in sorted(wheels, key=lambda w: w.locked.name):
+        link = links / whl.locked.filename
         link.unlink(missing_ok=True)
         link.symlink_to(whl.path.resolve())
         installed = install_wheel(
             link, tree.root, spec.python.version, spec.python.interpreter_path
         )
         for rel in installed.files:
-            tree.register(rel, wheel_layer(whl.locked.name))
-            tree._parents(rel, wheel_layer(whl.locked.name))
+            tree.register(rel, layer)
         if progress:
-            progress("install wheels", i + 1, len(wheels))
-
-    removed_keys = _drop_test_private_keys(tree, spec)
-    pruned = prune(tree.root, spec, tree.layer_of)  # docs/shrinking.md: what goes and why
+            progress("install wheels", 1, 0)
+    tree.notes.extend(
+        f"removed private key shipped as test data: /{k}"
+        for k in _drop_test_private_keys(tree, spec)
+    )
+    pruned = prune(tree.root, spec, tree.layer_of)
     tree.dropped += sum(pruned.removed.values())
+    return tree
+
+
+def assemble_hardflow(spec: ImageSpec, staging: Path) -> StageTree:
+    """The ``hardflow`` layer: accounts, identity, the spec's files and AIRFLOW_HOME."""
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    tree = StageTree(staging.resolve())
     _accounts_and_identity(tree, spec)
     _spec_files(tree, spec)
     _airflow_home(tree, spec)
-    compiled = compile_bytecode(tree, spec, progress, compiler)
-    _normalise_modes(tree)
+    return tree
 
-    by_layer: dict[str, list[str]] = {name: [] for name in LAYER_ORDER}
+
+def finish(tree: StageTree, order: Sequence[str], pyc_compiled: int) -> Stage:
+    """Modes normalised and the tree split into its layers (in ``order``)."""
+    _normalise_modes(tree)
+    by_layer: dict[str, list[str]] = {name: [] for name in order}
     for rel, layer in tree.layer_of.items():
+        if layer not in by_layer:
+            raise BuildError(f"internal: path {rel!r} was given to unknown layer {layer!r}")
         by_layer[layer].append(rel)
     layers = tuple(
         LayerSpec(name=name, paths=tuple(sorted(paths)))
         for name, paths in by_layer.items()
         if paths
     )
-    return RootFS(
-        notes=tuple(f"removed private key shipped as test data: /{k}" for k in removed_keys),
+    return Stage(
         root=tree.root,
-        owners=tree.owners,
+        owners=dict(tree.owners),
         layers=layers,
         setuid_cleared=tuple(sorted(tree.setuid_cleared)),
         dropped_files=tree.dropped,
-        pyc_compiled=compiled,
+        pyc_compiled=pyc_compiled,
+        notes=tuple(tree.notes),
     )
 
 
-def _unpack_deb(tree: _Tree, deb: DebInput, contents: DebContents) -> None:
+def _unpack_deb(tree: StageTree, deb: DebInput, contents: DebContents) -> None:
     layer = deb_layer(deb.locked.name)
     data_of: dict[str, bytes] = {}
     for m in contents.members:
@@ -290,7 +358,7 @@ def status_record(control_text: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def _ca_bundle(tree: _Tree) -> None:
+def _ca_bundle(tree: StageTree) -> None:
     """/etc/ssl/certs/ca-certificates.crt from the package's certificates, in a fixed order."""
     certs_dir = tree.root / "usr/share/ca-certificates"
     if not certs_dir.is_dir():
@@ -304,7 +372,7 @@ def _ca_bundle(tree: _Tree) -> None:
     tree.symlink("usr/lib/ssl/cert.pem", "/etc/ssl/certs/ca-certificates.crt", "debian-base")
 
 
-def _python_runtime(tree: _Tree, spec: ImageSpec) -> None:
+def _python_runtime(tree: StageTree, spec: ImageSpec) -> None:
     interp = spec.python.interpreter_path.lstrip("/")
     if not (tree.root / interp).exists():
         raise BuildError(
@@ -320,7 +388,7 @@ def _python_runtime(tree: _Tree, spec: ImageSpec) -> None:
 _TEST_DIRS = frozenset({"test", "tests", "testing", "testdata", "test_data"})
 
 
-def _drop_test_private_keys(tree: _Tree, spec: ImageSpec) -> list[str]:
+def _drop_test_private_keys(tree: StageTree, spec: ImageSpec) -> list[str]:
     """Remove private keys that packages ship as test data (e.g. a web framework's TLS test
     key). The image contract allows no secret in any layer, and these protect nothing; the
     files live in test directories that no run-time import reads."""
@@ -341,7 +409,7 @@ def _drop_test_private_keys(tree: _Tree, spec: ImageSpec) -> list[str]:
     return removed
 
 
-def _accounts_and_identity(tree: _Tree, spec: ImageSpec) -> None:
+def _accounts_and_identity(tree: StageTree, spec: ImageSpec) -> None:
     u, home = spec.user, spec.home
     passwd = (
         "root:x:0:0:root:/root:/usr/sbin/nologin\n"
@@ -360,8 +428,7 @@ def _accounts_and_identity(tree: _Tree, spec: ImageSpec) -> None:
         0o644,
         "hardflow",
     )
-    codename = next((s for s in spec.debian.suites if "-" not in s), spec.debian.suites[0])
-    version_id = {"bookworm": "12", "trixie": "13", "forky": "14"}.get(codename, "")
+    codename, version_id = debian_release(spec)
     os_release = (
         f'PRETTY_NAME="hardflow {spec.name}:{spec.tag} (Debian GNU/Linux {version_id} '
         f'({codename}) packages)"\n'
@@ -373,16 +440,30 @@ def _accounts_and_identity(tree: _Tree, spec: ImageSpec) -> None:
         "VARIANT=hardflow\n"
         "VARIANT_ID=hardflow\n"
     )
-    for loc in ("etc/os-release", "usr/lib/os-release"):
-        if (tree.root / loc).is_symlink():
-            (tree.root / loc).unlink()
     tree.file("usr/lib/os-release", os_release.encode(), 0o644, "hardflow")
-    if version_id and not (tree.root / "etc/debian_version").exists():
-        tree.file("etc/debian_version", f"{version_id}\n".encode(), 0o644, "hardflow")
     tree.symlink("etc/os-release", "../usr/lib/os-release", "hardflow")
 
 
-def _spec_files(tree: _Tree, spec: ImageSpec) -> None:
+def debian_release(spec: ImageSpec) -> tuple[str, str]:
+    """(codename, VERSION_ID) of the spec's Debian release ("" when unknown)."""
+    codename = next((s for s in spec.debian.suites if "-" not in s), spec.debian.suites[0])
+    return codename, {"bookworm": "12", "trixie": "13", "forky": "14"}.get(codename, "")
+
+
+def _debian_identity(tree: StageTree, spec: ImageSpec) -> None:
+    """Files the hardflow layer writes (accounts, os-release) leave the Debian layers, so no
+    path is in two layers; ``/etc/debian_version`` is there for scanners."""
+    for loc in HARDFLOW_WRITES:
+        path = tree.root / loc
+        if path.is_symlink() or path.exists():
+            path.unlink()
+        tree.layer_of.pop(loc, None)
+    _, version_id = debian_release(spec)
+    if version_id and not (tree.root / "etc/debian_version").exists():
+        tree.file("etc/debian_version", f"{version_id}\n".encode(), 0o644, "debian-base")
+
+
+def _spec_files(tree: StageTree, spec: ImageSpec) -> None:
     for f in spec.files:
         rel = f.dest.lstrip("/")
         tree.file(rel, read_extra_file(spec, f), f.mode, "hardflow")
@@ -390,7 +471,7 @@ def _spec_files(tree: _Tree, spec: ImageSpec) -> None:
             tree.owners[rel] = (spec.uid, spec.gid)
 
 
-def _airflow_home(tree: _Tree, spec: ImageSpec) -> None:
+def _airflow_home(tree: StageTree, spec: ImageSpec) -> None:
     owner = (spec.uid, spec.gid)
     home = spec.home.lstrip("/")
     for rel in (home, f"{home}/dags", f"{home}/logs", f"{home}/plugins"):
@@ -399,7 +480,7 @@ def _airflow_home(tree: _Tree, spec: ImageSpec) -> None:
         tree.layer_of[rel] = "hardflow"
 
 
-def _normalise_modes(tree: _Tree) -> None:
+def _normalise_modes(tree: StageTree) -> None:
     """Files readable by all; nothing world-writable but /tmp; no set-id bits anywhere."""
     for dirpath, dirnames, filenames in os.walk(tree.root):
         for name in dirnames + filenames:
@@ -421,9 +502,9 @@ _COMPILE_SCRIPT = r"""
 import py_compile, sys
 ok = 0
 for line in sys.stdin:
-    path = line.rstrip("\n")
+    path, _, shown = line.rstrip("\n").partition("\t")
     try:
-        py_compile.compile(path, doraise=True, quiet=2,
+        py_compile.compile(path, dfile=shown or path, doraise=True, quiet=2,
                            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
         ok += 1
     except (py_compile.PyCompileError, SyntaxError, UnicodeDecodeError, ValueError):
@@ -432,11 +513,18 @@ print(ok)
 """
 
 
-Compiler = Callable[[Path, Sequence[str], ImageSpec], None]
-"""Compiles the given root-relative ``.py`` files of the tree to ``__pycache__`` in place."""
+CompileJob = tuple[str, str]
+"""(path of a ``.py`` relative to the compile root, its path in the image, for ``co_filename``).
+
+The two differ for the upper layers' stages, which sit below ``STAGE_DIR`` in the base tree;
+bytecode compiled with the image path as ``dfile`` is byte for byte what compiling the file at
+that path gives."""
+
+Compiler = Callable[[Path, Sequence[CompileJob], ImageSpec], None]
+"""Compiles the given ``.py`` files under the compile root to ``__pycache__`` in place."""
 
 
-def chroot_compiler(root: Path, sources: Sequence[str], spec: ImageSpec) -> None:
+def chroot_compiler(root: Path, jobs_: Sequence[CompileJob], spec: ImageSpec) -> None:
     """Run the image's own interpreter over the tree (chroot; ``unshare -r`` when not root).
 
     The host's Python may be another version, and bytecode must match the target's magic
@@ -444,7 +532,7 @@ def chroot_compiler(root: Path, sources: Sequence[str], spec: ImageSpec) -> None
     ``PYTHONHASHSEED=0`` keeps marshalled sets/frozensets in a stable order.
     """
     jobs = max(1, min(os.cpu_count() or 1, 4))
-    chunks = [sources[i::jobs] for i in range(jobs)]
+    chunks = [jobs_[i::jobs] for i in range(jobs)]
     chroot = shutil.which("chroot") or shutil.which("chroot", path="/usr/sbin:/sbin") or "chroot"
     base = [chroot, str(root)]
     if os.geteuid() != 0:
@@ -459,11 +547,13 @@ def chroot_compiler(root: Path, sources: Sequence[str], spec: ImageSpec) -> None
     procs = []
     try:
         for chunk in chunks:
+            if not chunk:
+                continue
             p = subprocess.Popen(
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 env=env, text=True,
             )  # fmt: skip
-            procs.append((p, "".join("/" + s + "\n" for s in chunk)))
+            procs.append((p, "".join(f"/{src}\t{shown}\n" for src, shown in chunk)))
         results = [p.communicate(data) for p, data in procs]
     except FileNotFoundError as exc:
         raise BuildError(f"cannot run the image's interpreter to compile bytecode: {exc}") from None
@@ -476,10 +566,9 @@ def chroot_compiler(root: Path, sources: Sequence[str], spec: ImageSpec) -> None
             )
 
 
-def compile_bytecode(
-    tree: _Tree, spec: ImageSpec, progress: ProgressFn | None, compiler: Compiler | None = None
-) -> int:
-    """Compile every .py of the Python trees; each .pyc joins its source's layer."""
+def bytecode_sources(tree: StageTree, spec: ImageSpec) -> list[str]:
+    """The ``.py`` files of the tree's Python directories (relative to the tree), after
+    removing any bytecode that came with packages: only the target interpreter's counts."""
     pyver = spec.python.version
     candidates = (
         f"usr/lib/python{pyver}",
@@ -487,32 +576,54 @@ def compile_bytecode(
         "usr/local/lib/hardflow",
     )
     roots = [tree.root / r for r in candidates if (tree.root / r).is_dir()]
-    # Only bytecode made by the target interpreter counts: drop any that came with packages.
     for r in roots:
         for cache in list(r.rglob("__pycache__")):
             shutil.rmtree(cache, ignore_errors=True)
-    sources = sorted(
+    return sorted(
         str(p.relative_to(tree.root))
         for r in roots
         for p in r.rglob("*.py")
         if p.is_file() and not p.is_symlink()
     )
-    if not sources:
-        return 0
-    (compiler or chroot_compiler)(tree.root, sources, spec)
-    tag = f"cpython-{pyver.replace('.', '')}"
-    count = 0
-    for src in sources:
-        pyc = PurePosixPath(src).parent / "__pycache__" / f"{PurePosixPath(src).stem}.{tag}.pyc"
-        if (tree.root / pyc).exists():
-            count += 1
-            layer = tree.layer_of.get(src, "hardflow")
-            tree.register(str(pyc), layer)
-            tree.layer_of.setdefault(str(pyc.parent), layer)
-    if progress:
-        progress("compile bytecode", count, len(sources))
-    return count
 
 
-def count_by_layer(rootfs: RootFS) -> Counter[str]:
-    return Counter({layer.name: len(layer.paths) for layer in rootfs.layers})
+def compile_stages(
+    compile_root: Path,
+    trees: Sequence[StageTree],
+    spec: ImageSpec,
+    progress: ProgressFn | None = None,
+    compiler: Compiler | None = None,
+) -> list[int]:
+    """Compile the ``.py`` files of every tree (each at or below ``compile_root``, which holds
+    the interpreter) in one run; each ``.pyc`` joins its source's layer. Returns the number
+    compiled per tree."""
+    per_tree: list[tuple[StageTree, str, list[str]]] = []
+    jobs: list[CompileJob] = []
+    for tree in trees:
+        prefix = os.path.relpath(tree.root, compile_root)
+        if prefix.startswith(".."):
+            raise BuildError(f"internal: stage {tree.root} is not below {compile_root}")
+        prefix = "" if prefix == "." else prefix + "/"
+        sources = bytecode_sources(tree, spec)
+        per_tree.append((tree, prefix, sources))
+        jobs.extend((prefix + src, "/" + src) for src in sources)
+    if jobs:
+        (compiler or chroot_compiler)(compile_root, jobs, spec)
+    tag = f"cpython-{spec.python.version.replace('.', '')}"
+    counts: list[int] = []
+    done = 0
+    for tree, _prefix, sources in per_tree:
+        count = 0
+        for src in sources:
+            path = PurePosixPath(src)
+            pyc = path.parent / "__pycache__" / f"{path.stem}.{tag}.pyc"
+            if (tree.root / pyc).exists():
+                count += 1
+                layer = tree.layer_of.get(src, "hardflow")
+                tree.register(str(pyc), layer)
+                tree.layer_of.setdefault(str(pyc.parent), layer)
+        counts.append(count)
+        done += count
+    if progress and jobs:
+        progress("compile bytecode", done, len(jobs))
+    return counts

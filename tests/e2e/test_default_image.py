@@ -26,6 +26,7 @@ from hardflow.engine import Engine, RunOptions
 from hardflow.fetch import Cache
 from hardflow.layers import iter_tar_entries
 from hardflow.lock import read_lock
+from hardflow.rootfs import layer_order
 from hardflow.runner import RunRequest, RunResult, start, stop_container, trigger_dag
 from hardflow.spec import resolve_spec_arg
 
@@ -93,7 +94,8 @@ def test_second_independent_build_has_the_same_digest(
     spec, lock_path = resolve_spec_arg(None)
     again = build(
         spec, read_lock(lock_path), lock_path,
-        BuildOptions(out_dir=tmp_path / "other-out", cache=Cache(), work_dir=tmp_path / "w"),
+        BuildOptions(out_dir=tmp_path / "other-out", cache=Cache(), work_dir=tmp_path / "w",
+                     layer_cache=False),
     )  # fmt: skip
     assert [layer.digest for layer in again.image.layers] == [
         layer.digest for layer in built.image.layers
@@ -104,7 +106,8 @@ def test_second_independent_build_has_the_same_digest(
 
 def test_layers_follow_the_image_contract(built: BuildResult) -> None:
     names = [layer.name for layer in built.image.layers]
-    assert names == ["debian-base", "python-runtime", "wheels", "airflow", "hardflow"]
+    assert names[:2] == ["debian-base", "python-runtime"] and names[-2:] == ["airflow", "hardflow"]
+    assert names == [n for n in layer_order() if n in names] and len(names) > 5  # wheels-<i>
     seen: dict[str, tarfile.TarInfo] = {}
     for layer in built.image.layers:
         for info in iter_tar_entries(layer.path):
