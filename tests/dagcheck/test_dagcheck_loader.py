@@ -34,14 +34,11 @@ def _run_loader(pythonpath: Path | None, folder: Path) -> subprocess.CompletedPr
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
-    return subprocess.run(
-        [sys.executable, "-c", loader.loader_source(), str(folder)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=60,
-    )
+    with loader.loader_path() as script:
+        return subprocess.run(
+            [sys.executable, str(script), str(folder)],
+            capture_output=True, text=True, env=env, check=False, timeout=60,
+        )  # fmt: skip
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from fake_airflow import make_fake_airflow
 from hardflow import engine as eng
 from hardflow.commands.checkdags import check_dags_cmd
 from hardflow.dagcheck import run
-from hardflow.dagcheck.loader import CONTAINER_DAGS
+from hardflow.dagcheck.loader import CONTAINER_DAGS, CONTAINER_LOADER
 from hardflow.dagcheck.model import DagCheckInputError, Severity
 from hardflow.engine import Engine, RunOptions
 
@@ -38,13 +38,14 @@ class FakeEngine:
 
     def run_container(self, _engine: Engine, opts: RunOptions) -> str:
         self.runs.append(opts)
-        [bind] = opts.binds
+        bind, script = opts.binds
         assert bind.target == CONTAINER_DAGS and bind.read_only
-        assert opts.command[0] == "-c" and opts.command[2] == CONTAINER_DAGS
+        assert script.target == CONTAINER_LOADER and script.read_only
+        assert opts.command == (CONTAINER_LOADER, CONTAINER_DAGS)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         env["PYTHONPATH"] = str(self.fake_airflow)
         proc = subprocess.run(
-            [sys.executable, "-c", opts.command[1], str(bind.source)],
+            [sys.executable, str(script.source), str(bind.source)],
             capture_output=True, text=True, env=env, check=True, timeout=60,
         )  # fmt: skip
         return proc.stdout.replace(str(bind.source), CONTAINER_DAGS)
@@ -72,7 +73,8 @@ def _classic(tmp_path: Path) -> Path:
 
 def test_loader_runs_hardened(tmp_path: Path) -> None:
     req = run.CheckRequest(folder=tmp_path, image="img:1")
-    opts = run.loader_run_options(req, tmp_path, "hf-dc-test", "print(1)")
+    loader = tmp_path / "loader.py"
+    opts = run.loader_run_options(req, tmp_path, "hf-dc-test", loader)
     argv = eng.run_argv(ENGINE, opts)
     joined = " ".join(argv)
     for flag in ("--read-only", "--cap-drop=ALL", "--network=none", "--rm", "--pull never"):
@@ -84,7 +86,8 @@ def test_loader_runs_hardened(tmp_path: Path) -> None:
     tmpfs = [argv[i + 1].split(":")[0] for i, a in enumerate(argv) if a == "--tmpfs"]
     assert tmpfs == ["/tmp", "/opt/airflow"]
     assert f"type=bind,source={tmp_path},target={CONTAINER_DAGS},readonly=true" in argv
-    assert argv[-4:] == ["img:1", "-c", "print(1)", CONTAINER_DAGS]
+    assert f"type=bind,source={loader},target={CONTAINER_LOADER},readonly=true" in argv
+    assert argv[-3:] == ["img:1", CONTAINER_LOADER, CONTAINER_DAGS]
     assert opts.env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
     assert opts.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite:////tmp/")
 

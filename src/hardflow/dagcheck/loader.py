@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import AbstractContextManager
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from hardflow.errors import EngineError
@@ -31,6 +33,7 @@ from .model import (
 )
 
 CONTAINER_DAGS = "/opt/airflow/dags"
+CONTAINER_LOADER = "/tmp/hardflow-dagcheck/loader.py"
 MARKER = "HARDFLOW-DAGCHECK-REPORT "
 SCHEMA = 1
 LOADER_RESOURCE = "image/dagcheck_loader.py"
@@ -42,8 +45,13 @@ _CYCLE_TASK = re.compile(r"Faulty task: (?P<task>\S+)")
 
 
 def loader_source() -> str:
-    """The loader program's source, passed to the image's Python with ``-c``."""
+    """The loader program's source."""
     return resources.files("hardflow").joinpath(LOADER_RESOURCE).read_text(encoding="utf-8")
+
+
+def loader_path() -> AbstractContextManager[Path]:
+    """The loader program as a file on the host, for the read-only bind mount."""
+    return resources.as_file(resources.files("hardflow").joinpath(LOADER_RESOURCE))
 
 
 def extract_report(stdout: str, image: str) -> dict[str, Any]:

@@ -3,9 +3,11 @@
 The in-image load runs with the hardening of ``hardflow run`` and less: read-only root, every
 capability dropped, no privilege escalation, a non-root UID with GID 0, tmpfs ``/tmp`` and
 AIRFLOW_HOME (nothing persists, no volume), no network at all, the DAG folder mounted
-read-only, the image's entrypoint replaced by its ``python`` running the loader's source
-(``-c``): the loader need not be in the image. DagBag needs no metadata database; the SQLite
-URL points into the tmpfs should a code path open one anyway.
+read-only, the image's entrypoint replaced by its ``python`` running the loader, which is
+bind-mounted read-only into the tmpfs ``/tmp``: the loader need not be in the image. DagBag
+needs no metadata database; the SQLite URL points into the tmpfs should a code path open one
+anyway. The interpreter runs without ``-I``: images that install Airflow in a user site or
+through ``PYTHONPATH`` must keep them.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from typing import Any
 
 from hardflow import engine as eng
 from hardflow.engine import BindMount, Engine, RunOptions
+from hardflow.errors import EngineError
 
 from . import ruff as ruff_mod
 from .loader import (
     CONTAINER_DAGS,
+    CONTAINER_LOADER,
     extract_report,
-    loader_source,
+    loader_path,
     parse_load_report,
 )
 from .model import CheckReport, DagCheckInputError, LoadResult, is_airflow3
@@ -69,20 +73,23 @@ def container_name() -> str:
 
 
 def loader_run_options(
-    req: CheckRequest, folder: Path, name: str, source: str
+    req: CheckRequest, folder: Path, name: str, loader: Path
 ) -> RunOptions:
     """The hardened, network-less, attached, self-removing run of the loader (pure)."""
     return RunOptions(
         image=req.image,
         name=name,
-        command=("-c", source, CONTAINER_DAGS),
+        command=(CONTAINER_LOADER, CONTAINER_DAGS),
         entrypoint=req.python,
         user=req.user,
         read_only=True,
         cap_drop_all=True,
         no_new_privileges=True,
         tmpfs=("/tmp", AIRFLOW_HOME),
-        binds=(BindMount(folder, CONTAINER_DAGS, read_only=True),),
+        binds=(
+            BindMount(folder, CONTAINER_DAGS, read_only=True),
+            BindMount(loader, CONTAINER_LOADER, read_only=True),
+        ),
         env=loader_env(),
         labels={"io.hardflow.managed": "true", "io.hardflow.role": "check-dags"},
         detach=False,
@@ -114,8 +121,17 @@ def preflight(engine: Engine, req: CheckRequest) -> Path:
 
 
 def load_in_image(engine: Engine, req: CheckRequest, folder: Path) -> LoadResult:
-    opts = loader_run_options(req, folder, container_name(), loader_source())
-    stdout = eng.run_container(engine, opts)
+    with loader_path() as loader:
+        opts = loader_run_options(req, folder, container_name(), loader)
+        try:
+            stdout = eng.run_container(engine, opts)
+        except EngineError as exc:
+            if f'"{req.python}": executable file not found' in exc.message:
+                raise DagCheckInputError(
+                    f"{req.image} has no `{req.python}` on its PATH to run the DAG loader",
+                    hint="name the image's Python with --python (e.g. python3)",
+                ) from exc
+            raise
     return parse_load_report(extract_report(stdout, req.image), req.image)
 
 

@@ -1,9 +1,9 @@
 """``hardflow check-dags``: load a DAG folder with Airflow's own DagBag, print one JSON line.
 
-This program is not part of any image: ``hardflow check-dags`` passes its source to the image's
-Python (``python -c SOURCE DAG_FOLDER``), so it works with any image that has Airflow and a
-``python`` on PATH. It uses only the standard library and Airflow, and keeps to syntax that
-old interpreters (3.8) accept.
+This program is not part of any image: ``hardflow check-dags`` bind-mounts it read-only and
+runs it with the image's Python (``python LOADER DAG_FOLDER``), so it works with any image
+that has Airflow and a ``python`` on PATH. It uses only the standard library and Airflow, and
+keeps to syntax that old interpreters (3.8) accept.
 
 Output: everything Airflow or the DAG files print goes to stderr; stdout carries exactly one
 line, ``MARKER`` followed by a JSON object::
