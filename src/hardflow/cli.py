@@ -202,6 +202,18 @@ def lock(spec_arg: str | None, lock_arg: Path | None, update: bool, as_json: boo
 @click.option(
     "--separate-caches", is_flag=True, help="With --check-reproducible: a fresh cache for B."
 )
+@click.option(
+    "--compression",
+    type=click.Choice(["gzip", "zstd"]),
+    default="gzip",
+    show_default=True,
+    help="Layer compression of the OCI layout (the docker-archive is always gzip).",
+)
+@click.option(
+    "--no-layer-cache",
+    is_flag=True,
+    help="Rebuild every layer instead of reusing finished layers from the cache.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
 def build(
     spec_arg: str | None,
@@ -213,6 +225,8 @@ def build(
     load: bool,
     check_reproducible: bool,
     separate_caches: bool,
+    compression: str,
+    no_layer_cache: bool,
     as_json: bool,
 ) -> None:
     """Build the image from its spec and lock: an OCI layout, a docker-archive, SBOMs and
@@ -230,6 +244,8 @@ def build(
         out_dir=out_dir,
         cache=Cache(cache_dir, offline=offline),
         source_date_epoch=source_date_epoch,
+        compression="zstd" if compression == "zstd" else "gzip",
+        layer_cache=not no_layer_cache,
     )
     if check_reproducible:
         from .reproduce import check_reproducible as check
@@ -264,12 +280,15 @@ def build(
     out.print(f"[bold]{img.reference}[/]  {img.manifest_digest}")
     out.print(
         f"  {len(img.layers)} layers, {result.files} files, "
-        f"{_mb(img.uncompressed_size)} uncompressed, {_mb(img.compressed_size)} compressed"
+        f"{_mb(img.uncompressed_size)} uncompressed, {_mb(img.compressed_size)} "
+        f"{result.compression}; {len(result.layers_built)} layers built, "
+        f"{len(result.layers_cached)} from the layer cache"
     )
     for layer in img.layers:
+        origin = "cached" if layer.name in result.layers_cached else "built"
         out.print(
             f"    {layer.name:<16} {_mb(layer.size):>10}  {layer.file_count:>6} files  "
-            f"{layer.digest[:19]}"
+            f"{layer.digest[:19]}  {origin}"
         )
     out.print(
         f"  {result.debian_packages} Debian packages, {result.python_packages} Python packages, "

@@ -12,7 +12,6 @@ the distinct command names an executable file (or a symlink to one) provides in 
 
 from __future__ import annotations
 
-import gzip
 import posixpath
 import stat
 import tarfile
@@ -20,14 +19,14 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
-
-import zstandard
+from typing import IO
 
 from ..errors import BuildError
+from ..layers import ZSTD_LEVEL as LAYER_ZSTD_LEVEL
+from ..layers import open_layer, zstd_compressor
 
 GZIP_LEVEL = 6
-ZSTD_LEVEL = 3
+ZSTD_LEVEL = LAYER_ZSTD_LEVEL
 _CHUNK = 1 << 20
 _WHITEOUT = ".wh."
 _OPAQUE = ".wh..wh..opq"
@@ -210,18 +209,18 @@ def summarise_tree(
 # the I/O shell
 
 
-def _open_stream(path: Path) -> BinaryIO:
-    with open(path, "rb") as fh:
-        magic = fh.read(2)
-    if magic == b"\x1f\x8b":
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    return open(path, "rb")
+def _open_stream(path: Path) -> IO[bytes]:
+    """The layer's tar stream, whether the blob is gzip, zstd or a plain tar."""
+    return open_layer(path)
 
 
 def _sizes(path: Path) -> tuple[int, int, int]:
-    """(uncompressed, gzip -6, zstd -3) sizes of one layer's tar stream."""
+    """(uncompressed, gzip -6, zstd -3) sizes of one layer's tar stream.
+
+    zstd with the settings ``hardflow build --compression zstd`` writes layers with, so the
+    figure is the size of that build's layer blobs."""
     deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
-    zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
+    zstd = zstd_compressor().compressobj()
     raw = gz = zs = 0
     with _open_stream(path) as stream:
         while chunk := stream.read(_CHUNK):

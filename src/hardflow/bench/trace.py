@@ -28,6 +28,7 @@ from typing import Any
 
 from .. import engine as eng
 from ..errors import BuildError, EngineError
+from ..layers import open_layer
 from ..prune import PRUNE_RULES, rule_for
 from ..runner import admin_password, trigger_dag
 from .runtime import free_port, wait_api_healthy
@@ -47,7 +48,7 @@ ENTRYPOINT = ["/usr/bin/tini", "-e", "143", "--", "/usr/bin/python3.13",
 
 def extract(layers: Iterable[Path], dest: Path) -> None:
     for layer in layers:
-        with tarfile.open(layer, "r:gz") as tar:
+        with open_layer(layer) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             tar.extractall(dest, filter="fully_trusted", numeric_owner=True)
 
 

@@ -108,14 +108,37 @@ class _HashingReader:
         return "sha256:" + self.hash.hexdigest()
 
 
+class _Prefixed:
+    """``head`` (already read from ``raw``) followed by the rest of ``raw``."""
+
+    def __init__(self, head: bytes, raw: IO[bytes]) -> None:
+        self.head = head
+        self.raw = raw
+
+    def read(self, n: int = -1) -> bytes:
+        if not self.head:
+            return self.raw.read(n)
+        if n < 0:
+            data, self.head = self.head + self.raw.read(), b""
+            return data
+        data, self.head = self.head[:n], self.head[n:]
+        return data if len(data) == n else data + self.raw.read(n - len(data))
+
+
 def _apply_layer(
     stream: IO[bytes], origin: str, files: dict[str, bytes], links: dict[str, str]
 ) -> None:
+    import zstandard
+
     try:
-        with tarfile.open(fileobj=stream, mode="r|*") as archive:
+        head = stream.read(4)
+        source: Any = _Prefixed(head, stream)
+        if head == b"\x28\xb5\x2f\xfd":  # zstd layers (tar+zstd), which tarfile cannot open
+            source = zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True)
+        with tarfile.open(fileobj=source, mode="r|*") as archive:
             for info in archive:
                 _apply_entry(archive, info, files, links)
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+    except (tarfile.TarError, EOFError, OSError, ValueError, zstandard.ZstdError) as exc:
         raise ArchiveError(f"cannot read image layer {origin}: {exc}") from None
 
 
