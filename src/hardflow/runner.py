@@ -16,11 +16,21 @@ Airflow 3 REST flow used by :func:`trigger_dag` (checked against apache-airflow-
    with ``Accept: application/json`` → ``{"content": [{"event", "timestamp", ...}] | [str],
    "continuation_token"}``.
 
+Airflow 2 images (checked against apache-airflow 2.11.2 with the FAB provider) have no
+``/auth/token`` (404): the same steps then use the stable REST API ``/api/v1`` with HTTP basic
+auth, which the hardflow Airflow 2 image enables (``[api] auth_backends`` includes FAB's
+``basic_auth``). ``POST .../dagRuns`` takes ``{}``; task logs are fetched as ``text/plain``
+(their JSON form is a Python repr of (host, text) pairs).
+
+The generated admin password is SimpleAuthManager's JSON file on Airflow 3, and the file the
+hardflow entrypoint keeps for FAB users on Airflow 2 (plain text).
+
 Only the standard library is used here: the host running ``hardflow`` may be any Python.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import time
@@ -44,6 +54,8 @@ CONTAINER_PORT = 8080
 # Written by the in-image entrypoint (SimpleAuthManager's own default location):
 # JSON {"admin": "<password>"}.
 PASSWORD_FILE = f"{AIRFLOW_HOME}/simple_auth_manager_passwords.json.generated"
+# Airflow 2 (FAB users): the entrypoint's generated password, plain text.
+FAB_PASSWORD_FILE = f"{AIRFLOW_HOME}/.hardflow/admin_password"
 ADMIN_USER = "admin"
 HEALTH_COMMAND: tuple[str, ...] = ("/usr/local/bin/hardflow-health",)
 MANAGED_LABEL = "io.hardflow.managed"
@@ -91,7 +103,7 @@ class RunResult:
             return f"log in as {self.username} / {self.password}"
         return (
             f"log in as {self.username}; no generated password was found at {PASSWORD_FILE} "
-            "(passwords set through the environment are not shown)"
+            f"or {FAB_PASSWORD_FILE} (passwords set through the environment are not shown)"
         )
 
 
@@ -288,24 +300,45 @@ def parse_password(data: bytes, username: str = ADMIN_USER) -> str:
     return password
 
 
+def parse_fab_password(data: bytes) -> str:
+    """The password in the entrypoint's plain-text file for the FAB admin (Airflow 2)."""
+    try:
+        password = data.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise EngineError(f"{FAB_PASSWORD_FILE} is not UTF-8 text: {exc}") from exc
+    if not password or "\n" in password:
+        raise EngineError(f"{FAB_PASSWORD_FILE} does not hold one password")
+    return password
+
+
+def _missing(exc: EngineError) -> bool:
+    msg = exc.message.lower()
+    return any(s in msg for s in ("no such file", "could not find", "could not be found"))
+
+
 def admin_password(
     engine: Engine, name: str, *, username: str = ADMIN_USER, missing_ok: bool = False
 ) -> str | None:
     """The generated admin password, read from the AIRFLOW_HOME volume through the engine.
 
-    Uses ``cp NAME:FILE -`` so the image needs no ``cat``. ``missing_ok``: None when the file
-    does not exist (passwords set another way); otherwise that is an EngineError.
+    SimpleAuthManager's JSON file (Airflow 3) is tried first, then the FAB admin's file
+    (Airflow 2). Uses ``cp NAME:FILE -`` so the image needs no ``cat``. ``missing_ok``: None
+    when neither file exists (passwords set another way); otherwise that is an EngineError.
     """
     try:
-        data = eng.read_file(engine, name, PASSWORD_FILE)
+        return parse_password(eng.read_file(engine, name, PASSWORD_FILE), username)
     except EngineError as exc:
-        msg = exc.message.lower()
-        if missing_ok and any(
-            s in msg for s in ("no such file", "could not find", "could not be found")
-        ):
+        if not _missing(exc):
+            raise
+        first = exc
+    try:
+        return parse_fab_password(eng.read_file(engine, name, FAB_PASSWORD_FILE))
+    except EngineError as exc:
+        if missing_ok and _missing(exc):
             return None
+        if _missing(exc):
+            raise first from None
         raise
-    return parse_password(data, username)
 
 
 def stop_container(
@@ -375,6 +408,7 @@ class _Api:
         self.base = base_url.rstrip("/")
         self.timeout = timeout
         self.token: str | None = None
+        self.basic: str | None = None  # "user:password" for Airflow 2's basic auth
 
     def call(
         self,
@@ -384,14 +418,19 @@ class _Api:
         *,
         ok: tuple[int, ...] = (200,),
         allow: tuple[int, ...] = (),
+        text_body: bool = False,
     ) -> tuple[int, Any]:
+        """(status, JSON document); with ``text_body`` the document is the plain text."""
         url = self.base + path
         data = None if body is None else json.dumps(body).encode()
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "text/plain" if text_body else "application/json"}
         if data is not None:
             headers["Content-Type"] = "application/json"
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
+        elif self.basic:
+            encoded = base64.b64encode(self.basic.encode("utf-8")).decode("ascii")
+            headers["Authorization"] = f"Basic {encoded}"
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as resp:
@@ -404,6 +443,8 @@ class _Api:
         if status not in ok and status not in allow:
             detail = text.strip()[:500] or "(empty body)"
             raise EngineError(f"{method} {url} answered HTTP {status}: {detail}")
+        if text_body and status in ok:
+            return status, text
         if not text.strip():
             return status, None
         try:
@@ -447,6 +488,37 @@ def login(api: _Api, username: str, password: str) -> str:
     return token
 
 
+def connect(api: _Api, username: str, password: str) -> str:
+    """Authenticate ``api`` and return the REST prefix: ``/api/v2`` (Airflow 3, JWT from
+    ``/auth/token``) or ``/api/v1`` (Airflow 2, basic auth; no ``/auth/token`` there)."""
+    status, doc = api.call(
+        "POST", "/auth/token", {"username": username, "password": password},
+        ok=(200, 201), allow=(404,),
+    )  # fmt: skip
+    if status != 404:
+        token = doc.get("access_token") if isinstance(doc, dict) else None
+        if not isinstance(token, str) or not token:
+            raise EngineError(f"POST {api.base}/auth/token returned no access_token")
+        api.token = token
+        return "/api/v2"
+    health_status, health = api.call("GET", "/api/v1/health", allow=(404,))
+    if health_status != 200 or not isinstance(health, dict) or "metadatabase" not in health:
+        raise EngineError(
+            f"{api.base} is neither an Airflow 3 API server (no /auth/token) nor an "
+            "Airflow 2 webserver (no /api/v1/health)"
+        )
+    api.basic = f"{username}:{password}"
+    status, _ = api.call("GET", "/api/v1/dags?limit=1", allow=(401, 403))
+    if status != 200:
+        raise EngineError(
+            f"GET {api.base}/api/v1/dags answered HTTP {status} with basic auth for "
+            f"{username!r}: wrong password, or [api] auth_backends lacks basic_auth",
+            hint="AIRFLOW__API__AUTH_BACKENDS=airflow.providers.fab.auth_manager.api.auth."
+            "backend.basic_auth,airflow.api.auth.backend.session",
+        )
+    return "/api/v1"
+
+
 def trigger_dag(
     base_url: str,
     username: str,
@@ -467,8 +539,9 @@ def trigger_dag(
     """
     started = clock()
     api = _Api(base_url, request_timeout)
-    api.token = login(api, username, password)
-    dag_path = f"/api/v2/dags/{_q(dag_id)}"
+    prefix = connect(api, username, password)
+    airflow2 = prefix == "/api/v1"
+    dag_path = f"{prefix}/dags/{_q(dag_id)}"
 
     def remaining(what: str) -> None:
         if clock() - started >= timeout:
@@ -483,7 +556,8 @@ def trigger_dag(
         sleep(poll_interval)
 
     api.call("PATCH", dag_path, {"is_paused": False})
-    _, run = api.call("POST", f"{dag_path}/dagRuns", {"logical_date": None}, ok=(200, 201))
+    trigger_body: dict[str, Any] = {} if airflow2 else {"logical_date": None}
+    _, run = api.call("POST", f"{dag_path}/dagRuns", trigger_body, ok=(200, 201))
     run_id = run.get("dag_run_id") if isinstance(run, dict) else None
     if not isinstance(run_id, str):
         raise EngineError(f"POST {dag_path}/dagRuns returned no dag_run_id: {run!r}")
@@ -509,7 +583,11 @@ def trigger_dag(
             map_index = ti.get("map_index", -1)
             if isinstance(map_index, int) and map_index >= 0:
                 path += f"?map_index={map_index}"
-            _, doc = api.call("GET", path, allow=(404,))
-            log = render_log(doc.get("content") if isinstance(doc, dict) else None)
+            if airflow2:
+                _, text = api.call("GET", path, allow=(404,), text_body=True)
+                log = text if isinstance(text, str) else ""
+            else:
+                _, doc = api.call("GET", path, allow=(404,))
+                log = render_log(doc.get("content") if isinstance(doc, dict) else None)
         tasks.append(TaskResult(task_id, ti.get("state"), try_number, log))
     return DagRunResult(dag_id, run_id, state, tuple(tasks), clock() - started)
