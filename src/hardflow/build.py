@@ -527,13 +527,16 @@ class _Stages:
 
     def gzip_copies(self, layers: Sequence[Layer]) -> list[Layer]:
         """The layers gzip-compressed (for the docker-archive), through the layer cache."""
-        out: list[Layer] = []
-        for layer in layers:
+
+        def one(layer: Layer) -> Layer:
             key = stage_key({"builder": self.common["builder"], "stage": "recompress",
                              "from": layer.digest, "to": "gzip"})  # fmt: skip
             hit = self._lookup(key)
             if hit is None:
                 copy = recompress(layer, "gzip", self.work / "blobs-gzip")
                 hit = self.cache.put(StageOutput(key=key, layers=(copy,)))
-            out.append(replace(hit.layers[0], name=layer.name))
-        return out
+            return replace(hit.layers[0], name=layer.name)
+
+        workers = max(1, min(len(layers), os.cpu_count() or 1, 4))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(one, layers))

@@ -24,12 +24,15 @@ import json
 import os
 import shutil
 import tempfile
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
+
+import zstandard
 
 from . import __version__
 from .errors import BuildError
@@ -65,18 +68,31 @@ def stage_key(parts: Mapping[str, Any]) -> str:
     return hashlib.sha256(data.encode("utf-8")).hexdigest()
 
 
+# The sources that decide what goes into a layer: the stages and their helpers. Editing any
+# of them invalidates every cached layer; editing the CLI, the runner or the audit does not.
+BUILDER_SOURCES = (
+    "__init__.py", "build.py", "layercache.py", "layers.py", "rootfs.py", "prune.py",
+    "spec.py", "lock.py", "debian/", "pypi/", "image/",
+)  # fmt: skip
+
+
 @cache
 def builder_fingerprint() -> str:
-    """sha256 over the hardflow version and every Python source file of the package.
+    """sha256 over the hardflow version and the builder's Python sources (BUILDER_SOURCES).
 
-    Any change to the builder invalidates every cached layer: coarse, but a layer made by other
+    A change to the builder invalidates every cached layer: coarse, but a layer made by other
     code is never reused by mistake (hashing the sources takes milliseconds).
     """
     h = hashlib.sha256(f"hardflow {__version__}\n".encode())
+    # libraries whose output lands in layers: the wheel installer, zlib, libzstd
+    h.update(f"installer {metadata.version('installer')}\n".encode())
+    h.update(f"zlib {zlib.ZLIB_RUNTIME_VERSION}\nzstd {zstandard.ZSTD_VERSION}\n".encode())
     root = resources.files("hardflow")
     base = Path(str(root))
     for path in sorted(base.rglob("*.py")):
         rel = path.relative_to(base).as_posix()
+        if not rel.startswith(BUILDER_SOURCES):
+            continue
         h.update(rel.encode() + b"\0")
         h.update(hashlib.sha256(path.read_bytes()).digest())
     return h.hexdigest()
