@@ -70,6 +70,7 @@ class BuildOptions:
     compiler: Compiler | None = None  # default: the image's own interpreter in a chroot
     compression: Compression = "gzip"  # of the OCI layout's layers; "zstd" on request
     layer_cache: bool = True  # reuse finished layers from the cache (False: rebuild all)
+    layer_cache_dir: Path | None = None  # default: inside the download cache
     wheel_layers: int = WHEEL_LAYERS  # third-party wheels are spread over this many layers
 
 
@@ -334,7 +335,10 @@ class _Stages:
         self.options = options
         self.work = work
         self.progress = progress
-        self.cache = LayerCache(options.cache)
+        store = options.cache if options.layer_cache_dir is None else Cache(
+            options.layer_cache_dir
+        )
+        self.cache = LayerCache(store)
         self.built: list[str] = []
         self.cached: list[str] = []
         self.notes: list[str] = []

@@ -174,22 +174,27 @@ def run_bench(options: BenchOptions, say: Say = _quiet) -> dict[str, Any]:
         ref_cold: list[float] = []
         ref_one: list[float] = []
         hf_changed: tuple[str, ...] = ()
+        hf_rebuilt: tuple[str, ...] = ()
         ref_changed: tuple[str, ...] = ()
         hf_build: TimedBuild | None = None
         ref_image = None
         for run in range(options.runs):
-            say(f"run {run + 1}/{options.runs}: hardflow cold build (empty cache)")
+            say(f"run {run + 1}/{options.runs}: hardflow cold build (empty caches)")
+            layer_dir = work / "layer-cache"  # this run's: emptied by the cold build
             cold = _retry(f"run {run + 1}: hardflow cold build",
-                          partial(cold_build, spec, lock, lock_path, work), notes, say)
+                          partial(cold_build, spec, lock, lock_path, work, layer_dir), notes, say)
             hf_cold.append(cold.seconds)
             say(f"  {cold.seconds:.1f}s; warm rebuild, nothing changed")
-            base = timed_build(spec, lock, lock_path, work / "hardflow-warm", cache)
+            base = timed_build(spec, lock, lock_path, work / "hardflow-warm", cache, layer_dir)
             hf_warm.append(base.seconds)
             say(f"  {base.seconds:.1f}s; warm rebuild with {change}")
-            one = timed_build(spec, changed_lock, changed_path, work / "hardflow-one", cache)
+            one = timed_build(spec, changed_lock, changed_path, work / "hardflow-one", cache,
+                              layer_dir)  # fmt: skip
             hf_one.append(one.seconds)
             hf_changed = layers_changed(base.result.image.layers, one.result.image.layers)
-            say(f"  {one.seconds:.1f}s, layers changed: {', '.join(hf_changed) or 'none'}")
+            hf_rebuilt = one.result.layers_built
+            say(f"  {one.seconds:.1f}s, layers changed: {', '.join(hf_changed) or 'none'} "
+                f"(rebuilt: {', '.join(hf_rebuilt) or 'none'})")
             hf_build = base
             if ref_builder is not None:
                 say(f"run {run + 1}/{options.runs}: reference cold build")
@@ -224,6 +229,7 @@ def run_bench(options: BenchOptions, say: Say = _quiet) -> dict[str, Any]:
                     "warm_one_package_s": _stats(hf_one),
                     "layers_changed": len(hf_changed),
                     "layers_changed_names": list(hf_changed),
+                    "layers_rebuilt_names": list(hf_rebuilt),
                     "layers_total": len(hf_build.result.image.layers),
                     "changed_package": change,
                 },
