@@ -149,3 +149,15 @@ def test_no_layer_cache_rebuilds_every_layer(world: World) -> None:  # noqa: F81
 def test_blob_lookup_of_a_missing_entry_is_a_plain_miss(tmp_path: Path) -> None:
     found = LayerCache(Cache(tmp_path)).get("0" * 64)
     assert found.output is None and found.problem is None
+
+
+def test_build_command_offers_compression_and_no_layer_cache() -> None:
+    from click.testing import CliRunner
+
+    from hardflow.cli import cli
+
+    runner = CliRunner()
+    text = runner.invoke(cli, ["build", "--help"]).output
+    assert "--compression [gzip|zstd]" in text and "--no-layer-cache" in text
+    bad = runner.invoke(cli, ["build", "--compression", "xz"])
+    assert bad.exit_code == 2 and "xz" in bad.output
