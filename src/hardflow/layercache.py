@@ -70,9 +70,11 @@ def stage_key(parts: Mapping[str, Any]) -> str:
 
 # The sources that decide what goes into a layer: the stages and their helpers. Editing any
 # of them invalidates every cached layer; editing the CLI, the runner or the audit does not.
+# The files the spec copies into the image (image/entrypoint.py, ...) are not here: their
+# contents are part of the spec checksum in the hardflow layer's key.
 BUILDER_SOURCES = (
     "__init__.py", "build.py", "layercache.py", "layers.py", "rootfs.py", "prune.py",
-    "spec.py", "lock.py", "debian/", "pypi/", "image/",
+    "spec.py", "lock.py", "debian/", "pypi/",
 )  # fmt: skip
 
 
