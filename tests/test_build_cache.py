@@ -161,3 +161,12 @@ def test_build_command_offers_compression_and_no_layer_cache() -> None:
     assert "--compression [gzip|zstd]" in text and "--no-layer-cache" in text
     bad = runner.invoke(cli, ["build", "--compression", "xz"])
     assert bad.exit_code == 2 and "xz" in bad.output
+
+
+def test_a_changed_spec_file_rebuilds_only_the_hardflow_layer(world: World) -> None:  # noqa: F811
+    first = world.build("first")
+    world.spec_path.write_text(world.spec_path.read_text().replace("print('hello')",
+                                                                   "print('bye')"))  # fmt: skip
+    second = world.build("second")
+    assert second.layers_built == ("hardflow",)
+    assert layers_changed(first.image.layers, second.image.layers) == ("hardflow",)
