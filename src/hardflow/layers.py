@@ -562,7 +562,10 @@ def extract_layer(layer: Layer, dest: Path) -> None:
         with open_layer(layer.path) as stream:
             reader = _HashingReader(stream)
             with tarfile.open(fileobj=reader, mode="r|") as archive:  # type: ignore[call-overload]
-                archive.extractall(dest, filter="tar")
+                if hasattr(tarfile, "tar_filter"):  # Python >= 3.11.4
+                    archive.extractall(dest, filter="tar")
+                else:  # our own tar (its diff_id is checked below): plain files, dirs, links
+                    archive.extractall(dest)
             while reader.read(_CHUNK):
                 pass  # the zero blocks after the end-of-archive marker
     except (tarfile.TarError, OSError, EOFError, zstandard.ZstdError) as exc:
