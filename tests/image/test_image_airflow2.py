@@ -113,10 +113,10 @@ def test_airflow_3_plans_are_unchanged(ep: ModuleType) -> None:
     assert ep.plan_command(["webserver"], {}).role == "airflow"
 
 
-def test_standalone_on_airflow_2_uses_the_sigterm_launcher(ep: ModuleType) -> None:
+def test_standalone_on_airflow_2_uses_the_launcher(ep: ModuleType) -> None:
     plan = ep.plan_command(["standalone"], {}, 2)
     assert plan.role == "standalone"
-    assert plan.argv[1:3] == ("-P", "-c")
+    assert plan.argv[1] == "-P" and plan.argv[2].endswith("standalone.py")
     assert plan.argv[-1] == "standalone"
 
 

@@ -68,13 +68,22 @@ def test_plan_maps_roles_to_argv(
     assert plan.wait_database is wait_db
 
 
-def test_plan_standalone_runs_airflow_cli_with_sigterm_launcher(ep: ModuleType) -> None:
+def test_plan_standalone_runs_the_fork_server_launcher(ep: ModuleType) -> None:
     plan = ep.plan_command(["standalone"], {})
     assert plan.role == "standalone"
-    assert plan.argv[1:3] == ("-P", "-c")
-    assert "signal.SIGTERM" in plan.argv[3] and "KeyboardInterrupt" in plan.argv[3]
-    assert plan.argv[4:] == ("standalone",)
+    assert plan.argv[1] == "-P"
+    assert Path(plan.argv[2]).name == "standalone.py" and Path(plan.argv[2]).is_file()
+    assert plan.argv[3:] == ("standalone",)
     assert plan.wait_database and not plan.wait_broker
+
+
+def test_standalone_without_the_launcher_file_uses_the_inline_one(
+    ep: ModuleType, tmp_path: Path
+) -> None:
+    argv = ep.standalone_argv(("standalone",), str(tmp_path))
+    assert argv[1:3] == ("-P", "-c")
+    assert "signal.SIGTERM" in argv[3] and "KeyboardInterrupt" in argv[3]
+    assert argv[4:] == ("standalone",)
 
 
 def test_plan_waits_for_broker_only_for_celery(ep: ModuleType) -> None:

@@ -294,7 +294,7 @@ def plan_command(args: Sequence[str], env: Mapping[str, str], major: int = 3) ->
                 raise EntrypointError(message) from None
     argv: tuple[str, ...] = ("airflow", *airflow_args)
     if role == "standalone":
-        argv = (sys.executable or "python3", "-P", "-c", STANDALONE_LAUNCHER, *airflow_args)
+        argv = standalone_argv(airflow_args, os.path.dirname(os.path.abspath(__file__)))
     return Plan(
         role=role,
         argv=argv,
@@ -304,6 +304,17 @@ def plan_command(args: Sequence[str], env: Mapping[str, str], major: int = 3) ->
         airflow_major=major,
         note=note,
     )
+
+
+def standalone_argv(airflow_args: Sequence[str], launcher_dir: str) -> tuple[str, ...]:
+    """``airflow standalone`` through the fork-server launcher (``standalone.py``, shipped next
+    to this script: components forked from one warm interpreter), or through the small inline
+    launcher when an image does not ship it."""
+    python = sys.executable or "python3"
+    launcher = os.path.join(launcher_dir, "standalone.py")
+    if os.path.isfile(launcher):
+        return (python, "-P", launcher, *airflow_args)
+    return (python, "-P", "-c", STANDALONE_LAUNCHER, *airflow_args)
 
 
 def map_web_role(args: Sequence[str], major: int) -> tuple[list[str], str]:
