@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import CLASSIC_DAG
 
+from classic_dag import CLASSIC_DAG
 from hardflow import engine as eng
 from hardflow.build import BuildOptions, build
 from hardflow.commands.checkdags import check_dags_cmd
@@ -23,6 +23,7 @@ from hardflow.engine import BindMount, Engine, RunOptions
 from hardflow.fetch import Cache
 from hardflow.lock import read_lock
 from hardflow.spec import resolve_spec_arg
+from loaded_images import ensure_loaded
 
 pytestmark = [pytest.mark.podman, pytest.mark.slow]
 
@@ -165,11 +166,11 @@ def test_fixed_dag_loads_and_runs(podman: Engine, default_image: str, tmp_path: 
     assert "hello" in proc.stdout
 
 
-def test_classic_dag_loads_on_airflow2(podman: Engine, tmp_path: Path) -> None:
-    if not eng.image_exists(podman, AIRFLOW2_IMAGE):
-        pytest.skip(
-            f"{AIRFLOW2_IMAGE} is not loaded: build it with `hardflow build --spec airflow2 --load`"
-        )
+def test_classic_dag_loads_on_airflow2(
+    podman: Engine, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    image = ensure_loaded(podman, "airflow2", tmp_path_factory.mktemp("build-airflow2"))
+    assert image == AIRFLOW2_IMAGE
     folder = _folder(tmp_path, {"example.py": CLASSIC_DAG})
     code, doc = _check(folder, AIRFLOW2_IMAGE)
     assert code == 0, doc

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CLASSIC_DAG
 
+from classic_dag import CLASSIC_DAG
 from hardflow.dagcheck import ruff
 from hardflow.dagcheck.model import Edit, Severity
 from hardflow.errors import HardflowError

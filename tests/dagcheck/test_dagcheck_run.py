@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import CLASSIC_DAG
 from fake_airflow import make_fake_airflow
 
+from classic_dag import CLASSIC_DAG
 from hardflow import engine as eng
 from hardflow.commands.checkdags import check_dags_cmd
 from hardflow.dagcheck import run

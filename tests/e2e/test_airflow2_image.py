@@ -15,27 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from classic_dag import CLASSIC_DAG
 from hardflow import engine as eng
-from hardflow.build import BuildOptions, build
 from hardflow.engine import Engine
-from hardflow.fetch import Cache
-from hardflow.lock import read_lock
 from hardflow.runner import RunRequest, RunResult, start, stop_container, trigger_dag
-from hardflow.spec import resolve_spec_arg
+from loaded_images import ensure_loaded
 
 pytestmark = [pytest.mark.network, pytest.mark.podman, pytest.mark.slow]
 
-# The DAG of the issue, verbatim: Airflow 2 imports and schedule_interval.
-CLASSIC_DAG = """\
-from airflow import DAG
-from airflow.operators.bash import BashOperator
-from datetime import datetime
-with DAG('example', start_date=datetime(2020,1,1), schedule_interval='@daily') as dag:
-    t = BashOperator(task_id='say', bash_command='echo hello')
-"""
 ARBITRARY_USER = "123456:0"
 HARDENED = ("--read-only", "--cap-drop=ALL", "--security-opt", "no-new-privileges")
-REVISION_LABEL = "org.opencontainers.image.revision"
 
 
 @pytest.fixture(scope="module")
@@ -46,26 +35,9 @@ def podman() -> Engine:
         pytest.skip(f"podman is not usable: {exc}")
 
 
-def _revision(ref: str) -> str:
-    done = subprocess.run(
-        ["podman", "image", "inspect", "--format", f'{{{{index .Labels "{REVISION_LABEL}"}}}}',
-         ref],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    return done.stdout.strip() if done.returncode == 0 else ""
-
-
 @pytest.fixture(scope="module")
 def image2(podman: Engine, tmp_path_factory: pytest.TempPathFactory) -> str:
-    spec, lock_path = resolve_spec_arg("airflow2")
-    ref = f"localhost/{spec.reference}"
-    if _revision(ref) != spec.checksum():
-        out = tmp_path_factory.mktemp("build-airflow2") / "out"
-        result = build(spec, read_lock(lock_path), lock_path, BuildOptions(out, Cache()))
-        assert result.image.archive_path is not None
-        eng.load_archive(podman, result.image.archive_path)
-    assert _revision(ref) == spec.checksum()
-    return ref
+    return ensure_loaded(podman, "airflow2", tmp_path_factory.mktemp("build-airflow2"))
 
 
 def _free_port() -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -139,7 +140,14 @@ def install_wheel(
                 hash_algorithm="sha256",
                 bytecode_optimization_levels=(),
             )
-            install(source, destination, additional_metadata={"INSTALLER": INSTALLER_NAME})
+            with warnings.catch_warnings():
+                # installer skips (rightly) the __pycache__ files some wheels ship, e.g.
+                # Flask-AppBuilder's cpython-38 .pyc, and warns on every build; the image's
+                # own .pyc are compiled later, so the skip loses nothing worth a warning.
+                warnings.filterwarnings(
+                    "ignore", message=r"Skip installing .*__pycache__", category=RuntimeWarning
+                )
+                install(source, destination, additional_metadata={"INSTALLER": INSTALLER_NAME})
     except ArchiveError:
         raise
     except FileExistsError as exc:

@@ -1,8 +1,9 @@
-"""Shared inputs of the check-dags tests."""
+"""The classic Airflow 2 DAG of issue 8, verbatim (Airflow 2 imports and ``schedule_interval``).
 
-from __future__ import annotations
+A plain module, not a conftest: ``from conftest import ...`` resolves to whichever conftest
+pytest imported first when several directories are collected together.
+"""
 
-# The classic Airflow 2 DAG of issue 8, verbatim.
 CLASSIC_DAG = """\
 from airflow import DAG
 from airflow.operators.bash import BashOperator
