@@ -33,3 +33,8 @@ def ep() -> ModuleType:
 @pytest.fixture(scope="session")
 def health() -> ModuleType:
     return load_script("health")
+
+
+@pytest.fixture(scope="session")
+def sa() -> ModuleType:
+    return load_script("standalone")

@@ -12,12 +12,6 @@ from types import ModuleType
 from typing import Any, ClassVar
 
 import pytest
-from conftest import load_script
-
-
-@pytest.fixture(scope="module")
-def sa() -> ModuleType:
-    return load_script("standalone")
 
 
 def component(argv: list[str]) -> int:
