@@ -139,6 +139,7 @@ def start_server(run: Callable[[list[str]], int]) -> socket.socket:
     sys.stderr.flush()
     if os.fork() == 0:
         ours.close()
+        set_title("airflow standalone fork server")
         try:
             serve(theirs, run)
         finally:
@@ -147,15 +148,19 @@ def start_server(run: Callable[[list[str]], int]) -> socket.socket:
     return ours
 
 
+def set_title(title: str) -> None:
+    """Name the process as ``ps`` shows it (setproctitle is an Airflow dependency)."""
+    try:
+        import setproctitle
+    except ImportError:
+        return
+    setproctitle.setproctitle(title)
+
+
 def run_airflow(argv: list[str]) -> int:
     """Run one Airflow CLI command in this (forked) interpreter."""
     sys.argv = ["airflow", *argv]
-    try:
-        import setproctitle  # an Airflow dependency: show the component, not this launcher
-
-        setproctitle.setproctitle("airflow " + " ".join(argv))
-    except ImportError:
-        pass
+    set_title("airflow " + " ".join(argv))
     from airflow.__main__ import main
 
     result: Any = main()
@@ -199,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import importlib
 
     fork = os.environ.get("HARDFLOW_STANDALONE_FORK", "1").lower() not in ("0", "false", "no")
+    set_title("airflow " + " ".join(args))
     if fork:
         for name in PRELOAD:
             # a module this Airflow version lacks is skipped: the component imports what it needs
