@@ -1,6 +1,5 @@
 import hashlib
 import http.server
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -10,6 +9,7 @@ import pytest
 
 from hardflow.errors import FetchError, TrustError
 from hardflow.fetch import Artifact, Cache
+from loopback_http import serve
 
 
 @pytest.fixture
@@ -18,11 +18,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     root.mkdir()
     handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
     handler.log_message = lambda *a: None  # type: ignore[attr-defined]
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", root
-    httpd.shutdown()
+    with serve(handler) as port:
+        yield f"http://127.0.0.1:{port}", root
 
 
 def art(url: str, data: bytes, label: str = "pkg.deb") -> Artifact:

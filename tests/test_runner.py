@@ -8,11 +8,10 @@ import shutil
 import socket
 import subprocess
 import tarfile
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -24,6 +23,7 @@ from hardflow import runner
 from hardflow.engine import Engine
 from hardflow.errors import EngineError
 from hardflow.runner import RunRequest
+from loopback_http import serve
 
 # --------------------------------------------------------------------------------------------
 # run options (pure)
@@ -170,14 +170,8 @@ def fake_api() -> Iterator[tuple[str, FakeAirflow]]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", fake
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(Handler) as port:
+        yield f"http://127.0.0.1:{port}", fake
 
 
 def _no_sleep(_: float) -> None:

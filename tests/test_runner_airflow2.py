@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -16,6 +15,7 @@ import pytest
 from hardflow import runner
 from hardflow.engine import Engine
 from hardflow.errors import EngineError
+from loopback_http import serve
 
 RUN_ID = "manual__2026-01-01T00:00:00+00:00"
 LOG_TEXT = "[2026-01-01] {subprocess.py:106} INFO - hello\n"
@@ -97,14 +97,8 @@ def fake2() -> Iterator[tuple[str, FakeAirflow2]]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", fake
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(Handler) as port:
+        yield f"http://127.0.0.1:{port}", fake
 
 
 def _no_sleep(_: float) -> None:

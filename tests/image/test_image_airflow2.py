@@ -7,14 +7,15 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
 
 import pytest
+
+from loopback_http import serve
 
 IMAGE_DIR = Path(__file__).resolve().parents[2] / "src" / "hardflow" / "image"
 ENTRYPOINT = IMAGE_DIR / "entrypoint.py"
@@ -289,14 +290,8 @@ class _Health(BaseHTTPRequestHandler):
 @pytest.fixture
 def webserver() -> Iterator[tuple[str, type[_Health]]]:
     handler = type("Handler", (_Health,), {"payload": {}})
-    server = HTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(handler) as port:
+        yield f"http://127.0.0.1:{port}", handler
 
 
 def airflow2_health(
