@@ -494,20 +494,25 @@ def privileged(m: Manifests) -> list[Item]:
     return items
 
 
-def sensitive_mounts(m: Manifests) -> list[Item]:
+def _host_mounts(m: Manifests, matches: Callable[[str], bool], show_target: bool) -> list[Item]:
+    """hostPath volumes and compose bind mounts whose host path ``matches``."""
     items = [
         pod.item(f"hostPath {path} (volume {name})")
         for pod in m.pods
         for name, path in _host_paths(pod)
-        if _is_sensitive(path)
+        if matches(path)
     ]
     items += [
-        s.item(f"bind mount {src} -> {dst}")
+        s.item(f"bind mount {src} -> {dst}" if show_target else f"bind mount {src}")
         for s in m.services
         for src, dst in _compose_volumes(s)
-        if _is_sensitive(src)
+        if matches(src)
     ]
     return items
+
+
+def sensitive_mounts(m: Manifests) -> list[Item]:
+    return _host_mounts(m, _is_sensitive, show_target=True)
 
 
 def privileged_ports(m: Manifests) -> list[Item]:
@@ -676,19 +681,7 @@ def pids_limit(m: Manifests) -> list[Item]:
 
 
 def docker_socket(m: Manifests) -> list[Item]:
-    items = [
-        pod.item(f"hostPath {path} (volume {name})")
-        for pod in m.pods
-        for name, path in _host_paths(pod)
-        if _is_socket(path)
-    ]
-    items += [
-        s.item(f"bind mount {src}")
-        for s in m.services
-        for src, _dst in _compose_volumes(s)
-        if _is_socket(src)
-    ]
-    return items
+    return _host_mounts(m, _is_socket, show_target=False)
 
 
 # PSS baseline
