@@ -9,10 +9,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from hardflow import engine as eng
-from hardflow.build import BuildOptions, build
-from hardflow.fetch import Cache
-from hardflow.lock import read_lock
+from hardflow.build.pipeline import BuildOptions, build
+from hardflow.lock.fetch import Cache
+from hardflow.lock.model import read_lock
+from hardflow.run import engine as eng
 from hardflow.spec import resolve_spec_arg
 
 # The label a build sets to its spec's checksum (build.py).

@@ -19,13 +19,13 @@ import pytest
 
 from fixtures_debian import FakePackage, build_repo
 from fixtures_wheels import IndexServer, build_wheel, write_index
-from hardflow.build import BuildOptions, BuildResult, build
+from hardflow.build.pipeline import BuildOptions, BuildResult, build
+from hardflow.build.rootfs import layer_order, wheel_layer
 from hardflow.errors import FetchError, LockError, TrustError
-from hardflow.fetch import Cache
-from hardflow.layers import iter_tar_entries
-from hardflow.lock import read_lock
-from hardflow.locking import make_lock
-from hardflow.rootfs import layer_order, wheel_layer
+from hardflow.lock.fetch import Cache
+from hardflow.lock.model import read_lock
+from hardflow.lock.resolve import make_lock
+from hardflow.oci.layer import iter_tar_entries
 from hardflow.spec import ImageSpec, load_spec
 
 TEST_KEY = b"-----BEGIN PRIVATE KEY-----\nMIIBVQ==\n-----END PRIVATE KEY-----\n"

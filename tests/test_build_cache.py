@@ -10,13 +10,13 @@ import zstandard
 
 from fixtures_wheels import build_wheel, sha256_file
 from hardflow.bench.builds import layers_changed, with_wheel
-from hardflow.build import BuildResult
-from hardflow.fetch import Artifact, Cache
-from hardflow.layercache import LayerCache
-from hardflow.layers import Layer, open_layer
-from hardflow.lock import LockedWheel, read_lock, write_lock
-from hardflow.oci import MEDIA_LAYER_GZIP, MEDIA_LAYER_ZSTD
-from hardflow.rootfs import wheel_layer
+from hardflow.build.layercache import LayerCache
+from hardflow.build.pipeline import BuildResult
+from hardflow.build.rootfs import wheel_layer
+from hardflow.lock.fetch import Artifact, Cache
+from hardflow.lock.model import LockedWheel, read_lock, write_lock
+from hardflow.oci.layer import Layer, open_layer
+from hardflow.oci.writer import MEDIA_LAYER_GZIP, MEDIA_LAYER_ZSTD
 from test_build import World, world  # noqa: F401 - world is a fixture
 
 
@@ -100,7 +100,7 @@ def test_one_wheel_version_change_rebuilds_only_its_layer(world: World) -> None:
     changed = with_wheel(lock, LockedWheel("beta", "2.1", whl.name, sha, whl.stat().st_size))
     changed_path = world.root / "changed.lock.json"
     write_lock(changed, changed_path)
-    from hardflow.build import BuildOptions, build
+    from hardflow.build.pipeline import BuildOptions, build
     from test_build import host_compiler
 
     one = build(world.spec, changed, changed_path, BuildOptions(

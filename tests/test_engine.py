@@ -1,4 +1,4 @@
-"""Tests for hardflow.engine: pure argv building and parsing, engine detection with fake
+"""Tests for hardflow.run.engine: pure argv building and parsing, engine detection with fake
 CLIs on PATH, and (marked podman) a real hardened container."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from hardflow import engine as eng
-from hardflow.engine import (
+from hardflow.errors import EngineError
+from hardflow.run import engine as eng
+from hardflow.run.engine import (
     BindMount,
     Engine,
     HealthCheck,
@@ -25,7 +26,6 @@ from hardflow.engine import (
     parse_state,
     run_argv,
 )
-from hardflow.errors import EngineError
 
 PODMAN = Engine("podman", "/usr/bin/podman")
 DOCKER = Engine("docker", "/usr/bin/docker")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hardflow.errors import FetchError, TrustError
-from hardflow.fetch import Artifact, Cache
+from hardflow.lock.fetch import Artifact, Cache
 from loopback_http import serve
 
 

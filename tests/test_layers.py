@@ -13,16 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from hardflow.build.layers import LayerSpec, list_tree, normalize_path, with_parents, write_layer
 from hardflow.errors import BuildError
-from hardflow.layers import (
-    Layer,
-    LayerSpec,
-    iter_tar_entries,
-    list_tree,
-    normalize_path,
-    with_parents,
-    write_layer,
-)
+from hardflow.oci.layer import Layer, iter_tar_entries
 
 SDE = 1_700_000_000
 LONG_DIR = "d" * 60 + "/" + "e" * 60  # a 121-byte directory: needs the ustar prefix field

@@ -9,17 +9,10 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from hardflow.build.layers import LayerSpec, extract_layer, recompress, write_layer
 from hardflow.errors import BuildError
-from hardflow.layers import (
-    LayerSpec,
-    extract_layer,
-    iter_tar_entries,
-    layer_compression,
-    open_layer,
-    recompress,
-    write_layer,
-)
-from hardflow.oci import (
+from hardflow.oci.layer import iter_tar_entries, layer_compression, open_layer
+from hardflow.oci.writer import (
     MEDIA_LAYER_GZIP,
     MEDIA_LAYER_ZSTD,
     ImageConfig,

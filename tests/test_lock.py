@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from hardflow.errors import LockError
-from hardflow.lock import (
+from hardflow.lock.model import (
     Lock,
     LockedDeb,
     LockedSuite,

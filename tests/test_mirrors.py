@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from hardflow.errors import FetchError
-from hardflow.mirrors import resolve_mirrors
+from hardflow.lock.mirrors import resolve_mirrors
 from hardflow.spec import DebianSpec
 
 SPEC = DebianSpec(suites=("trixie",), packages=("bash",))

@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
+from hardflow.build.layers import LayerSpec, write_layer
 from hardflow.errors import BuildError
-from hardflow.layers import Layer, LayerSpec, write_layer
-from hardflow.oci import (
+from hardflow.oci.layer import Layer
+from hardflow.oci.writer import (
     MEDIA_CONFIG,
     MEDIA_INDEX,
     MEDIA_LAYER_GZIP,

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from hardflow.dsse import (
+from hardflow.errors import TrustError
+from hardflow.supply.dsse import (
     PAYLOAD_TYPE,
     envelope,
     pae,
@@ -19,8 +20,7 @@ from hardflow.dsse import (
     sign_envelope,
     verify_envelope,
 )
-from hardflow.errors import TrustError
-from hardflow.provenance import (
+from hardflow.supply.provenance import (
     ATTESTATION_FILES,
     PROVENANCE_FILE,
     SLSA_PROVENANCE,
@@ -29,7 +29,7 @@ from hardflow.provenance import (
     signed_attestations,
     write_supply_chain,
 )
-from hardflow.sbom import read_image
+from hardflow.supply.sbom import read_image
 from test_sbom import SbomWorld, world  # noqa: F401  (the fixture)
 
 # --------------------------------------------------------------------------------------------
@@ -71,7 +71,7 @@ def test_signer_sees_the_pae_and_keyid_is_kept() -> None:
 
 
 def test_ecdsa_signed_envelope_verifies() -> None:
-    sign = pytest.importorskip("hardflow.sign")
+    sign = pytest.importorskip("hardflow.supply.sign")
     key = sign.generate_key()
     other = sign.generate_key()
 
@@ -142,7 +142,7 @@ def test_provenance_lists_every_input(world: SbomWorld) -> None:  # noqa: F811
 def test_write_supply_chain(world: SbomWorld) -> None:  # noqa: F811
     result = world.build("a")
     out = result.image.layout_dir.parent
-    paths = write_supply_chain(result, world.lock, world.spec, out)
+    paths = write_supply_chain(result.image, result.source_date_epoch, world.lock, world.spec, out)
     assert {k: p.name for k, p in paths.items()} == {
         "spdx": "sbom.spdx.json",
         "cyclonedx": "sbom.cdx.json",
@@ -164,18 +164,22 @@ def test_write_supply_chain(world: SbomWorld) -> None:  # noqa: F811
         assert att["subject"][0]["digest"]["sha256"] == result.image.manifest_digest[7:]
     # same build, same bytes — here and in another output directory
     before = {k: p.read_bytes() for k, p in paths.items()}
-    again = write_supply_chain(result, world.lock, world.spec, out)
+    again = write_supply_chain(result.image, result.source_date_epoch, world.lock, world.spec, out)
     assert {k: p.read_bytes() for k, p in again.items()} == before
     other = world.build("b")
-    elsewhere = write_supply_chain(other, world.lock, world.spec, other.image.layout_dir.parent)
+    elsewhere = write_supply_chain(
+        other.image, other.source_date_epoch, world.lock, world.spec, other.image.layout_dir.parent
+    )
     assert {k: p.read_bytes() for k, p in elsewhere.items()} == before
 
 
 def test_attest_signs_and_attaches(world: SbomWorld) -> None:  # noqa: F811
-    sign = pytest.importorskip("hardflow.sign")
+    sign = pytest.importorskip("hardflow.supply.sign")
     result = world.build("a")
     layout = result.image.layout_dir
-    write_supply_chain(result, world.lock, world.spec, layout.parent)
+    write_supply_chain(
+        result.image, result.source_date_epoch, world.lock, world.spec, layout.parent
+    )
     key = sign.generate_key()
     sign.sign_layout(layout, key)
     attest(layout, sign.signer(key))

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from hardflow.commands.sign import push
+from hardflow.cli.sign import push
 from hardflow.errors import EngineError, TrustError
-from hardflow.push import plan_push, push_layout
-from hardflow.sign import (
+from hardflow.supply.push import plan_push, push_layout
+from hardflow.supply.sign import (
     generate_key,
     load_private_key,
     load_public_key,

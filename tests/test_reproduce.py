@@ -7,16 +7,16 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from hardflow.build import BuildOptions
-from hardflow.fetch import Cache
-from hardflow.layers import LayerSpec, write_layer
-from hardflow.lock import read_lock
-from hardflow.reproduce import (
+from hardflow.build.layers import LayerSpec, write_layer
+from hardflow.build.pipeline import BuildOptions
+from hardflow.build.reproduce import (
     check_reproducible,
     first_difference,
     first_json_difference,
     render_report,
 )
+from hardflow.lock.fetch import Cache
+from hardflow.lock.model import read_lock
 from hardflow.spec import ImageSpec
 from test_build import World, host_compiler, world  # noqa: F401 - world is a fixture
 

@@ -1,4 +1,4 @@
-"""Tests for hardflow.runner: run options, the Airflow REST client against a fake API on
+"""Tests for hardflow.run.runner: run options, the Airflow REST client against a fake API on
 127.0.0.1, and (marked podman) start / wait_healthy / stop with a tiny busybox image."""
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from hardflow import engine as eng
-from hardflow import runner
-from hardflow.engine import Engine
 from hardflow.errors import EngineError
-from hardflow.runner import RunRequest
+from hardflow.run import engine as eng
+from hardflow.run import runner
+from hardflow.run.engine import Engine
+from hardflow.run.runner import RunRequest
 from loopback_http import serve
 
 # --------------------------------------------------------------------------------------------

@@ -12,9 +12,9 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from hardflow import runner
-from hardflow.engine import Engine
 from hardflow.errors import EngineError
+from hardflow.run import runner
+from hardflow.run.engine import Engine
 from loopback_http import serve
 
 RUN_ID = "manual__2026-01-01T00:00:00+00:00"

@@ -24,25 +24,25 @@ from click.testing import CliRunner
 
 from fixtures_debian import FakePackage, build_repo
 from fixtures_wheels import IndexServer, build_wheel, write_index
-from hardflow.build import BuildOptions, BuildResult, build
-from hardflow.commands.sbom import sbom as sbom_command
+from hardflow.build.pipeline import BuildOptions, BuildResult, build
+from hardflow.cli.sbom import sbom as sbom_command
 from hardflow.errors import LockError
-from hardflow.fetch import Cache
-from hardflow.lock import Lock, read_lock
-from hardflow.locking import make_lock
-from hardflow.sbom import (
+from hardflow.lock.fetch import Cache
+from hardflow.lock.model import Lock, read_lock
+from hardflow.lock.resolve import make_lock
+from hardflow.spec import ImageSpec, load_embedded, load_spec
+from hardflow.supply.sbom import (
     document,
     embedded_lock_for,
     inventory,
     read_image,
     render,
 )
-from hardflow.sbom.licenses import (
+from hardflow.supply.sbom.licenses import (
     debian_license,
     normalise_expression,
     python_license,
 )
-from hardflow.spec import ImageSpec, load_embedded, load_spec
 from test_build import host_compiler
 
 PYVER = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -400,7 +400,7 @@ def test_byte_identical_and_digest_derived(world: SbomWorld) -> None:
     ca, cc = cdx_of(a, world.lock), cdx_of(c, world.lock)
     assert ca["serialNumber"] != cc["serialNumber"]
     assert ca["serialNumber"].startswith("urn:uuid:")
-    from hardflow.oci import rfc3339
+    from hardflow.oci.writer import rfc3339
 
     assert cc["metadata"]["timestamp"] == rfc3339(c.source_date_epoch)
 

@@ -19,7 +19,10 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from hardflow.attach import (
+from hardflow.build.layers import LayerSpec, write_layer
+from hardflow.cli.sign import keygen, sign, verify
+from hardflow.errors import TrustError
+from hardflow.oci.attach import (
     MEDIA_DSSE,
     MEDIA_SIMPLESIGNING,
     SIGNATURE_ANNOTATION,
@@ -27,11 +30,14 @@ from hardflow.attach import (
     image_entry,
     read_index,
 )
-from hardflow.commands.sign import keygen, sign, verify
-from hardflow.errors import TrustError
-from hardflow.layers import LayerSpec, write_layer
-from hardflow.oci import ImageConfig, ImageResult, canonical_json, sha256_digest, write_oci_layout
-from hardflow.sign import (
+from hardflow.oci.writer import (
+    ImageConfig,
+    ImageResult,
+    canonical_json,
+    sha256_digest,
+    write_oci_layout,
+)
+from hardflow.supply.sign import (
     KeyFileError,
     decrypt_private_key,
     decrypt_secret,
@@ -337,8 +343,8 @@ def cosign_binary() -> Path:
             return Path(candidate)
     from hardflow.debian.deb import read_deb
     from hardflow.debian.repo import load_suite
-    from hardflow.fetch import Artifact, Cache, default_cache_dir, http_get
-    from hardflow.mirrors import resolve_mirrors
+    from hardflow.lock.fetch import Artifact, Cache, default_cache_dir, http_get
+    from hardflow.lock.mirrors import resolve_mirrors
     from hardflow.spec import load_embedded
 
     debian = load_embedded().debian

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import SpecError
+from hardflow.errors import SpecError
 
 SPECS_PACKAGE = "hardflow.specs"
 DEFAULT_SPEC_NAME = "default"

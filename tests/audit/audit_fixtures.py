@@ -1,10 +1,11 @@
 """Helpers for the audit tests' fixture images, written with the builder's own writers.
 
 ``make_image(...)`` writes a small, clean image (non-root user, health check, locked
-accounts, package metadata, a version tag) with ``hardflow.layers.write_layer`` and
-``hardflow.oci.write_oci_layout`` / ``write_docker_archive``; keyword arguments break one rule
-at a time. ``write_layer`` refuses setuid files and cannot write whiteouts, so such layers are
-written with :mod:`tarfile` (``raw_layer``) and appended.
+accounts, package metadata, a version tag) with
+``hardflow.build.layers.write_layer`` and ``hardflow.oci.writer.write_oci_layout`` /
+``write_docker_archive``; keyword arguments break one rule at a time. ``write_layer`` refuses
+setuid files and cannot write whiteouts, so such layers are written with :mod:`tarfile`
+(``raw_layer``) and appended.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hardflow.layers import Layer, LayerSpec, list_tree, write_layer
+from hardflow.build.layers import LayerSpec, list_tree, write_layer
+from hardflow.oci.layer import Layer
 
 SDE = 1_700_000_000
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from audit_fixtures import BASE_FILES, SDE, MakeImage, RawEntry, raw_layer, tree_layer
 
-from hardflow.oci import ImageConfig, write_docker_archive, write_oci_layout
+from hardflow.oci.writer import ImageConfig, write_docker_archive, write_oci_layout
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from hardflow.audit.image_source import read_image_path
 from hardflow.audit.model import AuditError, Level
 from hardflow.audit.report import render_text, to_sarif
 from hardflow.audit.run import audit_image
-from hardflow.commands.audit import audit
+from hardflow.cli.audit import audit
 from hardflow.errors import HardflowError
 
 SUDO = {"usr/bin/sudo": "#!"}
@@ -222,7 +222,7 @@ def test_conventional_image_equivalent(make_image: MakeImage) -> None:
 
 
 def test_signature_verified_with_key(make_image: MakeImage, tmp_path: Path) -> None:
-    sign = pytest.importorskip("hardflow.sign")
+    sign = pytest.importorskip("hardflow.supply.sign")
     layout = make_image(reference="localhost/test/app:1.0")
     key = sign.generate_key()
     sign.sign_layout(layout, key)

@@ -1,7 +1,7 @@
 """Audits through podman and on the real default image.
 
 * ``podman``: a fixture image is loaded into the local store under a unique name and audited
-  by reference (``podman save --format docker-archive`` through hardflow.engine).
+  by reference (``podman save --format docker-archive`` through hardflow.run.engine).
 * ``network`` + ``slow``: the embedded default spec is built (as the e2e tests do) and its OCI
   layout and docker-archive must pass with no FATAL and no WARN apart from the documented
   exceptions shipped in ``hardflow/audit/hardflow-exceptions.toml``.
@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from audit_fixtures import MakeImage
 
-from hardflow import engine as eng
 from hardflow.audit.model import Level, Report
 from hardflow.audit.report import render_text
 from hardflow.audit.run import audit_image
+from hardflow.run import engine as eng
 
 
 @pytest.mark.podman
@@ -54,9 +54,9 @@ def test_missing_reference_is_an_engine_error() -> None:
 
 @pytest.fixture(scope="module")
 def default_image(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from hardflow.build import BuildOptions, build
-    from hardflow.fetch import Cache
-    from hardflow.lock import read_lock
+    from hardflow.build.pipeline import BuildOptions, build
+    from hardflow.lock.fetch import Cache
+    from hardflow.lock.model import read_lock
     from hardflow.spec import resolve_spec_arg
 
     spec, lock_path = resolve_spec_arg(None)

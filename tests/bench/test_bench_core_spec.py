@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hardflow.lock import read_lock
+from hardflow.lock.model import read_lock
 from hardflow.spec import load_embedded, resolve_spec_arg
 
 

@@ -29,10 +29,10 @@ from hardflow.bench.runtime import (
     process_label,
 )
 from hardflow.bench.stats import ratio, stat
-from hardflow.commands.bench import bench
+from hardflow.cli.bench import bench
 from hardflow.errors import HardflowError, LockError
-from hardflow.layers import Layer
-from hardflow.lock import Lock, LockedWheel
+from hardflow.lock.model import Lock, LockedWheel
+from hardflow.oci.layer import Layer
 from hardflow.pypi.index import IndexFile
 
 

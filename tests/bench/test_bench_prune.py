@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hardflow.prune import PRUNE_RULES, prune, rule_for, strip_elf, strip_sections
+from hardflow.build.prune import PRUNE_RULES, prune, rule_for, strip_elf, strip_sections
 from hardflow.spec import load_embedded
 
 SITE = "usr/local/lib/python3.13/dist-packages"

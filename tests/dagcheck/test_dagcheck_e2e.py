@@ -15,13 +15,13 @@ import pytest
 from click.testing import CliRunner
 
 from classic_dag import CLASSIC_DAG
-from hardflow import engine as eng
-from hardflow.build import BuildOptions, build
-from hardflow.commands.checkdags import check_dags_cmd
+from hardflow.build.pipeline import BuildOptions, build
+from hardflow.cli.checkdags import check_dags_cmd
 from hardflow.dagcheck.loader import CONTAINER_DAGS
-from hardflow.engine import BindMount, Engine, RunOptions
-from hardflow.fetch import Cache
-from hardflow.lock import read_lock
+from hardflow.lock.fetch import Cache
+from hardflow.lock.model import read_lock
+from hardflow.run import engine as eng
+from hardflow.run.engine import BindMount, Engine, RunOptions
 from hardflow.spec import resolve_spec_arg
 from loaded_images import ensure_loaded
 

@@ -37,7 +37,7 @@ def test_real_trixie_closure() -> None:
     if not mirror:
         # the same choice a build makes: the host's apt sources
         from hardflow.errors import FetchError as NoMirror
-        from hardflow.mirrors import resolve_mirrors
+        from hardflow.lock.mirrors import resolve_mirrors
         from hardflow.spec import DebianSpec
 
         try:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from hardflow import engine as eng
-from hardflow.build import BuildOptions, build
-from hardflow.engine import Engine
-from hardflow.fetch import Cache
-from hardflow.lock import read_lock
+from hardflow.build.pipeline import BuildOptions, build
+from hardflow.lock.fetch import Cache
+from hardflow.lock.model import read_lock
+from hardflow.run import engine as eng
+from hardflow.run.engine import Engine
 from hardflow.spec import resolve_spec_arg
 
 SPECS = ("default", "postgres", "redis")

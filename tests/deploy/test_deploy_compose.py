@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from hardflow.commands.deploy import deploy
+from hardflow.cli.deploy import deploy
 from hardflow.deploy.compose import render_compose, service_names, write_compose_project
 from hardflow.deploy.topology import Images, Topology
 from hardflow.errors import HardflowError

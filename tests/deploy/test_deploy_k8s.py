@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from hardflow.commands.deploy import deploy
+from hardflow.cli.deploy import deploy
 from hardflow.deploy.helm import render_helm_values, write_helm_values
 from hardflow.deploy.k8s import (
     K8sOptions,

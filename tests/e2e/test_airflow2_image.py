@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from classic_dag import CLASSIC_DAG
-from hardflow import engine as eng
-from hardflow.engine import Engine
-from hardflow.runner import RunRequest, RunResult, start, stop_container, trigger_dag
+from hardflow.run import engine as eng
+from hardflow.run.engine import Engine
+from hardflow.run.runner import RunRequest, RunResult, start, stop_container, trigger_dag
 from loaded_images import ensure_loaded
 
 pytestmark = [pytest.mark.network, pytest.mark.podman, pytest.mark.slow]

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from hardflow import engine as eng
-from hardflow.build import BuildOptions, BuildResult, build
-from hardflow.engine import Engine, RunOptions
-from hardflow.fetch import Cache
-from hardflow.layers import iter_tar_entries
-from hardflow.lock import read_lock
-from hardflow.rootfs import layer_order
-from hardflow.runner import RunRequest, RunResult, start, stop_container, trigger_dag
+from hardflow.build.pipeline import BuildOptions, BuildResult, build
+from hardflow.build.rootfs import layer_order
+from hardflow.lock.fetch import Cache
+from hardflow.lock.model import read_lock
+from hardflow.oci.layer import iter_tar_entries
+from hardflow.run import engine as eng
+from hardflow.run.engine import Engine, RunOptions
+from hardflow.run.runner import RunRequest, RunResult, start, stop_container, trigger_dag
 from hardflow.spec import resolve_spec_arg
 
 pytestmark = [pytest.mark.network, pytest.mark.podman, pytest.mark.slow]
@@ -282,7 +282,7 @@ def test_arbitrary_uid_runs_the_example(podman: Engine, image_ref: str) -> None:
 
 
 def test_run_options_are_hardened(image_ref: str) -> None:
-    from hardflow.runner import run_options
+    from hardflow.run.runner import run_options
 
     opts: RunOptions = run_options(RunRequest(image=image_ref, port=18080))
     argv = eng.run_argv(eng.Engine("podman", "podman"), opts)

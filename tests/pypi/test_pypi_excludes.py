@@ -81,7 +81,7 @@ def test_spec_excludes_shape_the_lock_checksum_only_when_set() -> None:
 
 def test_existing_locks_stay_valid() -> None:
     """Adding the key must not invalidate the locks of specs that do not use it."""
-    from hardflow.lock import read_lock
+    from hardflow.lock.model import read_lock
     from hardflow.spec import resolve_spec_arg
 
     for name in ("default", "core", "airflow2"):

@@ -10,7 +10,7 @@ import pytest
 
 from fixtures_wheels import IndexServer, build_wheel, sha256_file, write_index
 from hardflow.errors import ResolveError
-from hardflow.lock import LockedWheel
+from hardflow.lock.model import LockedWheel
 from hardflow.pypi.index import IndexConfig, index_config_from_host
 from hardflow.pypi.resolve import resolve, target_tags, wheel_rank
 

@@ -6,7 +6,7 @@ import pytest
 from packaging.tags import Tag
 
 from hardflow.errors import ResolveError
-from hardflow.lock import LockedWheel
+from hardflow.lock.model import LockedWheel
 from hardflow.pypi.resolve import (
     manylinux_platforms,
     parse_pylock,

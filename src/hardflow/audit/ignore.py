@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .model import Accepted, AuditError, Finding
+from hardflow.audit.model import Accepted, AuditError, Finding
 
 HARDFLOW_EXCEPTIONS = "hardflow-exceptions.toml"
 _KEYS = {"id", "reason", "items"}

@@ -16,8 +16,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .image_source import FileEntry, ImageData, is_setid
-from .model import Check, Finding, Item, Level, judge, passed, skipped
+from hardflow.audit.image_source import FileEntry, ImageData, is_setid
+from hardflow.audit.model import Check, Finding, Item, Level, judge, passed, skipped
 
 CIS = "CIS Docker Benchmark v1.6 §4 (images)"
 DOCKLE = "Dockle checkpoints"

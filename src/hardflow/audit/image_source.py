@@ -3,7 +3,7 @@
 Sources: an OCI image layout (a directory with ``oci-layout`` and ``index.json``), an
 oci-archive (the same as a tar), a docker-archive (``docker save``/``podman save`` output with
 ``manifest.json``), or an image in the local podman/docker store, which is saved as a
-docker-archive through :mod:`hardflow.engine` first.
+docker-archive through :mod:`hardflow.run.engine` first.
 
 Every layer is streamed once: the raw blob is hashed (checked against the OCI descriptor), the
 decompressed tar is hashed (checked against the config's ``diff_ids``), each entry is recorded
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from .model import AuditError
+from hardflow.audit.model import AuditError
 
 # files whose contents the checks read (after whiteouts)
 CONTENT_PATHS = frozenset(
@@ -621,7 +621,7 @@ Saver = Callable[[str, Path], None]
 
 def _engine_saver(engine_name: str | None) -> Saver:
     def save(reference: str, dest: Path) -> None:
-        from hardflow.engine import detect_engine, save_image
+        from hardflow.run.engine import detect_engine, save_image
 
         save_image(detect_engine(engine_name), reference, dest)
 

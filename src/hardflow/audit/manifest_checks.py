@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .model import AuditError, Check, Finding, Item, Level, judge, skipped
+from hardflow.audit.model import AuditError, Check, Finding, Item, Level, judge, skipped
 
 CIS5 = "CIS Docker Benchmark v1.6 §5 (container runtime)"
 PSS_B = "Kubernetes Pod Security Standards: baseline"

@@ -10,8 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from hardflow import __version__
-
-from .model import Finding, Level, Report
+from hardflow.audit.model import Finding, Level, Report
 
 TOOL = "hardflow-audit"
 FORMATS = ("text", "json", "sarif")

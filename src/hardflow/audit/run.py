@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from hardflow.audit.ignore import IgnoreRule, apply_rules, hardflow_exceptions, load_ignore_file
+from hardflow.audit.image_checks import NO_SIGNATURE, SignatureResult, image_facts, run_image_checks
+from hardflow.audit.image_source import ImageData, Saver, read_image
+from hardflow.audit.manifest_checks import load_manifests, manifest_facts, run_manifest_checks
+from hardflow.audit.model import Report
 from hardflow.errors import HardflowError
-
-from .ignore import IgnoreRule, apply_rules, hardflow_exceptions, load_ignore_file
-from .image_checks import NO_SIGNATURE, SignatureResult, image_facts, run_image_checks
-from .image_source import ImageData, Saver, read_image
-from .manifest_checks import load_manifests, manifest_facts, run_manifest_checks
-from .model import Report
 
 HARDFLOW_LABEL = "dev.hardflow.builder"
 
@@ -24,7 +23,7 @@ def is_hardflow_image(image: ImageData) -> bool:
 def verify_signature(image: ImageData, key: Path | None) -> SignatureResult:
     """Verify the image's cosign-style signature with ``key`` (a public key file).
 
-    Signatures travel as attachments in an OCI layout (see :mod:`hardflow.sign`), so only a
+    Signatures travel as attachments in an OCI layout (see :mod:`hardflow.supply.sign`), so only a
     layout directory can be verified; other sources are reported as unchecked.
     """
     if key is None:
@@ -36,7 +35,7 @@ def verify_signature(image: ImageData, key: Path | None) -> SignatureResult:
             "(audit the OCI layout directory to verify it)",
         )
     try:
-        from hardflow import sign
+        from hardflow.supply import sign
     except ImportError as exc:  # pragma: no cover - depends on optional crypto libraries
         return SignatureResult("unchecked", f"signature verification is unavailable: {exc}")
     try:

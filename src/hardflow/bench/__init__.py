@@ -1,9 +1,9 @@
 """Side-by-side benchmark of a hardflow image against a conventional reference image."""
 
-from .metrics import ImageMetrics, measure_layers
-from .report import render_markdown, targets
-from .run import BenchOptions, run_bench, write_results
-from .stats import Stat, stat
+from hardflow.bench.metrics import ImageMetrics, measure_layers
+from hardflow.bench.report import render_markdown, targets
+from hardflow.bench.run import BenchOptions, run_bench, write_results
+from hardflow.bench.stats import Stat, stat
 
 __all__ = [
     "BenchOptions",

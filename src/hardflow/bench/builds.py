@@ -13,13 +13,13 @@ from pathlib import Path
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from ..build import BuildOptions, BuildResult, build
-from ..errors import LockError
-from ..fetch import Artifact, Cache
-from ..layers import Layer
-from ..lock import Lock, LockedWheel, write_lock
-from ..pypi.index import ACCEPT, IndexFile, parse_project_page, urllib_download
-from ..spec import ImageSpec
+from hardflow.build.pipeline import BuildOptions, BuildResult, build
+from hardflow.errors import LockError
+from hardflow.lock.fetch import Artifact, Cache
+from hardflow.lock.model import Lock, LockedWheel, write_lock
+from hardflow.oci.layer import Layer
+from hardflow.pypi.index import ACCEPT, IndexFile, parse_project_page, urllib_download
+from hardflow.spec import ImageSpec
 
 Download = Callable[[str, dict[str, str]], bytes]
 

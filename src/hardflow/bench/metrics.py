@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from ..errors import BuildError
-from ..layers import ZSTD_LEVEL as LAYER_ZSTD_LEVEL
-from ..layers import open_layer, zstd_compressor
+from hardflow.errors import BuildError
+from hardflow.oci.layer import ZSTD_LEVEL as LAYER_ZSTD_LEVEL
+from hardflow.oci.layer import open_layer, zstd_compressor
 
 GZIP_LEVEL = 6
 ZSTD_LEVEL = LAYER_ZSTD_LEVEL

@@ -13,7 +13,7 @@ cache is kept outside the image (as a BuildKit cache mount would). The layers ar
 (real owners, modes and set-id bits, as a Dockerfile build would keep them), gzip'd at level 6
 and written with hardflow's OCI writers, then loaded into podman.
 
-The Debian mirror comes from :func:`hardflow.mirrors.resolve_mirrors`, the Python index from
+The Debian mirror comes from :func:`hardflow.lock.mirrors.resolve_mirrors`, the Python index from
 the host's pip/uv configuration: nothing here names a host.
 """
 
@@ -29,11 +29,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..errors import BuildError
-from ..layers import Layer, gzip_header
-from ..lock import LockedWheel
-from ..oci import ImageConfig, ImageResult, write_docker_archive, write_oci_layout
-from ..spec import ImageSpec
+from hardflow.errors import BuildError
+from hardflow.lock.model import LockedWheel
+from hardflow.oci.layer import Layer, gzip_header
+from hardflow.oci.writer import ImageConfig, ImageResult, write_docker_archive, write_oci_layout
+from hardflow.spec import ImageSpec
 
 VENV = "/opt/venv"
 AIRFLOW_HOME = "/opt/airflow"

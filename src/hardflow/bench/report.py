@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .stats import ratio
+from hardflow.bench.stats import ratio
 
 SCHEMA = "hardflow-bench/1"
 MB = 1_000_000

@@ -26,14 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .. import engine as eng
-from ..errors import BuildError, FetchError
-from ..fetch import Cache
-from ..lock import atomic_write, read_lock
-from ..mirrors import resolve_mirrors
-from ..pypi.index import index_config_from_host, index_urls
-from ..spec import ImageSpec, resolve_spec_arg
-from .builds import (
+from hardflow.bench.builds import (
     TimedBuild,
     alternative_wheel,
     cold_build,
@@ -41,11 +34,18 @@ from .builds import (
     timed_build,
     write_changed_lock,
 )
-from .metrics import ImageMetrics, image_path_env, measure_layers
-from .reference import PATH_ENV, ReferenceBuilder, ReferenceInputs, host_ca_bundle
-from .report import SCHEMA, render_markdown, targets
-from .runtime import RunTarget, RuntimeSample, measure_runtime
-from .stats import stat
+from hardflow.bench.metrics import ImageMetrics, image_path_env, measure_layers
+from hardflow.bench.reference import PATH_ENV, ReferenceBuilder, ReferenceInputs, host_ca_bundle
+from hardflow.bench.report import SCHEMA, render_markdown, targets
+from hardflow.bench.runtime import RunTarget, RuntimeSample, measure_runtime
+from hardflow.bench.stats import stat
+from hardflow.errors import BuildError, FetchError
+from hardflow.lock.fetch import Cache
+from hardflow.lock.mirrors import resolve_mirrors
+from hardflow.lock.model import atomic_write, read_lock
+from hardflow.pypi.index import index_config_from_host, index_urls
+from hardflow.run import engine as eng
+from hardflow.spec import ImageSpec, resolve_spec_arg
 
 Say = Callable[[str], None]
 BENCH_NAME = "hardflow-bench/airflow"

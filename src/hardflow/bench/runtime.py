@@ -23,10 +23,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import engine as eng
-from ..engine import Engine, PortMapping, RunOptions
-from ..errors import EngineError
-from ..runner import admin_password, trigger_dag
+from hardflow.errors import EngineError
+from hardflow.run import engine as eng
+from hardflow.run.engine import Engine, PortMapping, RunOptions
+from hardflow.run.runner import admin_password, trigger_dag
 
 HEALTH_PATH = "/api/v2/monitor/health"
 COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")

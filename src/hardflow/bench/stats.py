@@ -6,7 +6,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import HardflowError
+from hardflow.errors import HardflowError
 
 
 @dataclass(frozen=True)

@@ -26,12 +26,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .. import engine as eng
-from ..errors import BuildError, EngineError
-from ..layers import open_layer
-from ..prune import PRUNE_RULES, rule_for
-from ..runner import admin_password, trigger_dag
-from .runtime import free_port, wait_api_healthy
+from hardflow.bench.runtime import free_port, wait_api_healthy
+from hardflow.build.prune import PRUNE_RULES, rule_for
+from hardflow.errors import BuildError, EngineError
+from hardflow.oci.layer import open_layer
+from hardflow.run import engine as eng
+from hardflow.run.runner import admin_password, trigger_dag
 
 ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",

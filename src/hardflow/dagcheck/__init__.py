@@ -8,8 +8,8 @@ Airflow 3?
 - :mod:`.run`: the thin I/O shell (engine, ruff).
 """
 
-from .model import CheckReport, DagCheckInputError, DagInfo, Finding, Severity
-from .run import CheckRequest, check_dags
+from hardflow.dagcheck.model import CheckReport, DagCheckInputError, DagInfo, Finding, Severity
+from hardflow.dagcheck.run import CheckRequest, check_dags
 
 __all__ = [
     "CheckReport",

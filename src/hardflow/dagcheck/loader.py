@@ -16,9 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from hardflow.errors import EngineError
-
-from .model import (
+from hardflow.dagcheck.model import (
     RULE_AIRFLOW_WARNING,
     RULE_CYCLE,
     RULE_DUPLICATE_DAG_ID,
@@ -31,6 +29,7 @@ from .model import (
     LoadResult,
     Severity,
 )
+from hardflow.errors import EngineError
 
 CONTAINER_DAGS = "/opt/airflow/dags"
 CONTAINER_LOADER = "/tmp/hardflow-dagcheck/loader.py"

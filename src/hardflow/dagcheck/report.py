@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import groupby
 
-from .model import CheckReport, Finding, Severity, sort_findings
+from hardflow.dagcheck.model import CheckReport, Finding, Severity, sort_findings
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from hardflow.dagcheck.model import (
+    ERROR_RULES,
+    DagCheckInputError,
+    Edit,
+    Finding,
+    Severity,
+    version_tuple,
+)
 from hardflow.errors import HardflowError
-
-from .model import ERROR_RULES, DagCheckInputError, Edit, Finding, Severity, version_tuple
 
 RUFF_ENV = "HARDFLOW_RUFF"
 SELECT = "AIR3"

@@ -19,19 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hardflow import engine as eng
-from hardflow.engine import BindMount, Engine, RunOptions
-from hardflow.errors import EngineError
-
-from . import ruff as ruff_mod
-from .loader import (
+from hardflow.dagcheck import ruff as ruff_mod
+from hardflow.dagcheck.loader import (
     CONTAINER_DAGS,
     CONTAINER_LOADER,
     extract_report,
     loader_path,
     parse_load_report,
 )
-from .model import CheckReport, DagCheckInputError, LoadResult, is_airflow3
+from hardflow.dagcheck.model import CheckReport, DagCheckInputError, LoadResult, is_airflow3
+from hardflow.errors import EngineError
+from hardflow.run import engine as eng
+from hardflow.run.engine import BindMount, Engine, RunOptions
 
 Progress = Callable[[str], None]
 

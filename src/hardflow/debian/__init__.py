@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .deb import DebContents, DebMember, read_deb
-from .repo import Downloader, PackageRecord, SuiteIndex, load_suite
-from .resolve import resolve_closure
+from hardflow.debian.deb import DebContents, DebMember, read_deb
+from hardflow.debian.repo import Downloader, PackageRecord, SuiteIndex, load_suite
+from hardflow.debian.resolve import resolve_closure
 
 __all__ = [
     "DebContents",

@@ -34,7 +34,7 @@ from typing import Literal
 import zstandard
 from debian.deb822 import Deb822
 
-from ..errors import ArchiveError
+from hardflow.errors import ArchiveError
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from debian.deb822 import Release
 
-from ..errors import FetchError, TrustError
+from hardflow.errors import FetchError, TrustError
 
 Downloader = Callable[[str], bytes]
 """Fetches one URL fully; raises :class:`~hardflow.errors.FetchError` on failure."""

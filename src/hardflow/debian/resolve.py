@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from debian.deb822 import PkgRelation
 from debian.debian_support import Version, version_compare
 
-from ..errors import ResolveError
-from .repo import PackageRecord, SuiteIndex
+from hardflow.debian.repo import PackageRecord, SuiteIndex
+from hardflow.errors import ResolveError
 
 # Providers of a virtual package are tried in this order of Priority, then by name.
 _PRIORITY_RANK = {"required": 0, "important": 1, "standard": 2, "optional": 3, "extra": 4}

@@ -12,10 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import HardflowError
-from ..lock import atomic_write
-from . import secrets as sec
-from .topology import (
+from hardflow.deploy import secrets as sec
+from hardflow.deploy.topology import (
     AIRFLOW_CFG,
     AIRFLOW_ROLES,
     API_PORT,
@@ -28,7 +26,9 @@ from .topology import (
     Topology,
     airflow_environment,
 )
-from .yamlout import dump
+from hardflow.deploy.yamlout import dump
+from hardflow.errors import HardflowError
+from hardflow.lock.model import atomic_write
 
 COMPOSE_FILE = "compose.yaml"
 SECRETS_SUBDIR = "secrets"

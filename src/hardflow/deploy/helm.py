@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import HardflowError
-from ..lock import atomic_write
-from . import secrets as sec
-from .k8s import EXECUTORS, K8sOptions, container_security, pod_security
-from .topology import HEALTH_COMMAND, WORKER_ROLE, Topology
-from .yamlout import dump, dump_all
+from hardflow.deploy import secrets as sec
+from hardflow.deploy.k8s import EXECUTORS, K8sOptions, container_security, pod_security
+from hardflow.deploy.topology import HEALTH_COMMAND, WORKER_ROLE, Topology
+from hardflow.deploy.yamlout import dump, dump_all
+from hardflow.errors import HardflowError
+from hardflow.lock.model import atomic_write
 
 Doc = dict[str, Any]
 # chart values section of each component (and the image entrypoint's role it runs)
@@ -166,7 +166,7 @@ PostgreSQL and Redis Services of `hardflow deploy k8s` (or --postgres-host/--red
 
 
 def write_helm_values(top: Topology, opts: K8sOptions, out_dir: Path) -> HelmProject:
-    from .k8s import read_existing_secrets
+    from hardflow.deploy.k8s import read_existing_secrets
 
     if out_dir.exists() and not out_dir.is_dir():
         raise HardflowError(f"--out {out_dir}: expected a directory, found a file")

@@ -18,10 +18,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import HardflowError
-from ..lock import atomic_write
-from . import secrets as sec
-from .topology import (
+from hardflow.deploy import secrets as sec
+from hardflow.deploy.topology import (
     AIRFLOW_CFG,
     AIRFLOW_ROLES,
     API_PORT,
@@ -33,7 +31,9 @@ from .topology import (
     Topology,
     airflow_environment,
 )
-from .yamlout import dump, dump_all
+from hardflow.deploy.yamlout import dump, dump_all
+from hardflow.errors import HardflowError
+from hardflow.lock.model import atomic_write
 
 EXECUTORS = {"celery": "CeleryExecutor", "kubernetes": "KubernetesExecutor"}
 POD_TEMPLATE_FILE = f"{CONFIG_DIR}/pod_template.yaml"

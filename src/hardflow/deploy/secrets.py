@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from ..errors import HardflowError
+from hardflow.errors import HardflowError
 
 AIRFLOW_UID = 50000
 AIRFLOW_GID = 0

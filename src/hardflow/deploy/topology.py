@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from ..errors import HardflowError
-from ..spec import load_embedded
+from hardflow.errors import HardflowError
+from hardflow.spec import load_embedded
 
 AIRFLOW_HOME = "/opt/airflow"
 SECRETS_DIR = "/run/secrets"

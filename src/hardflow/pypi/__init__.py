@@ -3,9 +3,9 @@ into the image tree for the target interpreter (``install``)."""
 
 from __future__ import annotations
 
-from .index import IndexConfig, default_index_url, index_config_from_host, wheel_url
-from .install import InstalledWheel, install_wheel
-from .resolve import resolve, select_wheel, target_tags
+from hardflow.pypi.index import IndexConfig, default_index_url, index_config_from_host, wheel_url
+from hardflow.pypi.install import InstalledWheel, install_wheel
+from hardflow.pypi.resolve import resolve, select_wheel, target_tags
 
 __all__ = [
     "IndexConfig",

@@ -41,7 +41,7 @@ from urllib.parse import unquote, urldefrag, urljoin, urlparse
 
 from packaging.utils import canonicalize_name
 
-from ..errors import FetchError, ResolveError
+from hardflow.errors import FetchError, ResolveError
 
 log = logging.getLogger(__name__)
 

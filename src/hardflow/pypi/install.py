@@ -27,7 +27,7 @@ from installer.sources import WheelFile
 from installer.utils import Scheme
 from packaging.utils import canonicalize_name
 
-from ..errors import ArchiveError
+from hardflow.errors import ArchiveError
 
 INSTALLER_NAME = b"hardflow\n"
 

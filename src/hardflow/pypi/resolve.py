@@ -30,9 +30,9 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
-from ..errors import ResolveError
-from ..lock import LockedWheel
-from .index import IndexConfig, uv_binary
+from hardflow.errors import ResolveError
+from hardflow.lock.model import LockedWheel
+from hardflow.pypi.index import IndexConfig, uv_binary
 
 log = logging.getLogger(__name__)
 

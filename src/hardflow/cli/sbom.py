@@ -1,0 +1,69 @@
+"""`hardflow sbom IMAGE`: the SPDX or CycloneDX SBOM of a built image."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@click.command()
+@click.argument("image", type=click.Path(path_type=Path, exists=True))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["spdx", "cyclonedx"]),
+    default="spdx",
+    show_default=True,
+    help="SPDX 2.3 JSON or CycloneDX 1.6 JSON.",
+)
+@click.option(
+    "--lock",
+    "lock_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The lock the image was built from (default: the embedded lock its "
+    "dev.hardflow.lock.checksum label names).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the SBOM to FILE (default: standard output).",
+)
+@click.option("--json", "as_json", is_flag=True, help="With -o: a summary as JSON on stdout.")
+def sbom(image: Path, fmt: str, lock_path: Path | None, output: Path | None, as_json: bool) -> None:
+    """Write the SBOM of IMAGE: an OCI layout directory (or a build output directory holding
+    oci/) or a docker-archive. Lists every Debian package and Python distribution with its
+    PURL, licence and the sha256 of the .deb or wheel it was installed from."""
+    from hardflow.lock.model import atomic_write, read_lock
+    from hardflow.supply.sbom import document, embedded_lock_for, inventory, read_image, render
+
+    files = read_image(image)
+    lock = read_lock(lock_path) if lock_path else embedded_lock_for(files.subject)
+    inv = inventory(files, lock)
+    data = render(document(inv, "spdx" if fmt == "spdx" else "cyclonedx"))
+    if output is None:
+        click.echo(data.decode("utf-8"), nl=False)
+        return
+    atomic_write(output, data)
+    summary = {
+        "sbom": str(output),
+        "format": fmt,
+        "image": inv.image.reference,
+        "manifest_digest": inv.image.manifest_digest or None,
+        "config_digest": inv.image.config_digest,
+        "debian_packages": len(inv.debs),
+        "python_packages": len(inv.wheels),
+    }
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    err.print(
+        f"wrote {output}: {fmt} SBOM of {inv.image.reference}, {len(inv.debs)} Debian "
+        f"packages, {len(inv.wheels)} Python distributions"
+    )
