@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from classic_dag import CLASSIC_DAG
 from hardflow.build.pipeline import BuildOptions, build
 from hardflow.cli.checkdags import check_dags_cmd
 from hardflow.dagcheck.loader import CONTAINER_DAGS
@@ -23,7 +22,8 @@ from hardflow.lock.model import read_lock
 from hardflow.run import engine as eng
 from hardflow.run.engine import BindMount, Engine, RunOptions
 from hardflow.spec import resolve_spec_arg
-from loaded_images import ensure_loaded
+from helpers.classic_dag import CLASSIC_DAG
+from helpers.loaded_images import ensure_loaded
 
 pytestmark = [pytest.mark.podman, pytest.mark.slow]
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from classic_dag import CLASSIC_DAG
 from hardflow.dagcheck import ruff
 from hardflow.dagcheck.model import Edit, Severity
 from hardflow.errors import HardflowError
+from helpers.classic_dag import CLASSIC_DAG
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,13 @@ import pytest
 from click.testing import CliRunner
 from fake_airflow import make_fake_airflow
 
-from classic_dag import CLASSIC_DAG
 from hardflow.cli.checkdags import check_dags_cmd
 from hardflow.dagcheck import run
 from hardflow.dagcheck.loader import CONTAINER_DAGS, CONTAINER_LOADER
 from hardflow.dagcheck.model import DagCheckInputError, Severity
 from hardflow.run import engine as eng
 from hardflow.run.engine import Engine, RunOptions
+from helpers.classic_dag import CLASSIC_DAG
 
 ENGINE = Engine("podman", "/usr/bin/podman")
 

@@ -11,7 +11,7 @@ _TESTS = str(Path(__file__).resolve().parents[1])
 if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
-from fixtures_debian import SigningKey, make_signing_key  # noqa: E402
+from helpers.fixtures_debian import SigningKey, make_signing_key  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_debian import FakePackage, TarEntry, ar_archive, build_deb
 from hardflow.debian.deb import read_deb, symlink_escapes
 from hardflow.errors import ArchiveError
+from helpers.fixtures_debian import FakePackage, TarEntry, ar_archive, build_deb
 
 CONTROL = {
     "Package": "tool",

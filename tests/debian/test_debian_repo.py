@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_debian import (
+from hardflow.debian.repo import ALLOW_EXPIRED_ENV, load_suite, parse_packages
+from hardflow.errors import FetchError, TrustError
+from helpers.fixtures_debian import (
     DEFAULT_DATE,
     DEFAULT_EPOCH,
     FakePackage,
@@ -18,8 +20,6 @@ from fixtures_debian import (
     clearsign,
     file_downloader,
 )
-from hardflow.debian.repo import ALLOW_EXPIRED_ENV, load_suite, parse_packages
-from hardflow.errors import FetchError, TrustError
 
 PACKAGES = [
     FakePackage("app", "1.0-1", depends="libfoo (>= 1.1), libc6", files={"usr/bin/app": b"#!"}),

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_debian import FakePackage, SigningKey, build_repo, file_downloader
 from hardflow.debian.repo import PackageRecord, SuiteIndex, load_suite
 from hardflow.debian.resolve import parse_relations, resolve_closure, version_satisfies
 from hardflow.errors import ResolveError
+from helpers.fixtures_debian import FakePackage, SigningKey, build_repo, file_downloader
 
 
 def rec(

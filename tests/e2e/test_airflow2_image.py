@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from classic_dag import CLASSIC_DAG
 from hardflow.run import engine as eng
 from hardflow.run.engine import Engine
 from hardflow.run.runner import RunRequest, RunResult, start, stop_container, trigger_dag
-from loaded_images import ensure_loaded
+from helpers.classic_dag import CLASSIC_DAG
+from helpers.loaded_images import ensure_loaded
 
 pytestmark = [pytest.mark.network, pytest.mark.podman, pytest.mark.slow]
 

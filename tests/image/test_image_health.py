@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from loopback_http import serve
+from helpers.loopback_http import serve
 
 IMAGE_DIR = Path(__file__).resolve().parents[2] / "src" / "hardflow" / "image"
 HEALTH = IMAGE_DIR / "health.py"

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_wheels import IndexServer, build_wheel, write_index
 from hardflow.errors import ResolveError, SpecError
 from hardflow.pypi.index import IndexConfig
 from hardflow.pypi.resolve import exclude_overrides, resolve
 from hardflow.spec import load_embedded, parse_spec
+from helpers.fixtures_wheels import IndexServer, build_wheel, write_index
 
 ARGS = ("3.11", "2.36", "x86_64")
 

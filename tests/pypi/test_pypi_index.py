@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_wheels import IndexServer, build_wheel, sha256_file, write_index
 from hardflow.errors import FetchError
 from hardflow.pypi.index import (
     SIMPLE_JSON,
@@ -20,6 +19,7 @@ from hardflow.pypi.index import (
     urllib_download,
     wheel_url,
 )
+from helpers.fixtures_wheels import IndexServer, build_wheel, sha256_file, write_index
 
 # ----------------------------------------------------------------------------- pip.conf mapping
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_wheels import build_wheel
 from hardflow.errors import ArchiveError
 from hardflow.pypi.install import install_wheel
+from helpers.fixtures_wheels import build_wheel
 
 SITE = "usr/local/lib/python3.13/dist-packages"
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_wheels import IndexServer, build_wheel, sha256_file, write_index
 from hardflow.errors import ResolveError
 from hardflow.lock.model import LockedWheel
 from hardflow.pypi.index import IndexConfig, index_config_from_host
 from hardflow.pypi.resolve import resolve, target_tags, wheel_rank
+from helpers.fixtures_wheels import IndexServer, build_wheel, sha256_file, write_index
 
 ARGS = ("3.13", "2.41", "x86_64")
 

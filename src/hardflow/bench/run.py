@@ -40,9 +40,10 @@ from hardflow.bench.report import SCHEMA, render_markdown, targets
 from hardflow.bench.runtime import RunTarget, RuntimeSample, measure_runtime
 from hardflow.bench.stats import stat
 from hardflow.errors import BuildError, FetchError
+from hardflow.fsutil import atomic_write
 from hardflow.lock.fetch import Cache
 from hardflow.lock.mirrors import resolve_mirrors
-from hardflow.lock.model import atomic_write, read_lock
+from hardflow.lock.model import read_lock
 from hardflow.pypi.index import index_config_from_host, index_urls
 from hardflow.run import engine as eng
 from hardflow.spec import ImageSpec, resolve_spec_arg

@@ -46,9 +46,10 @@ from hardflow.build.rootfs import (
     wheel_layer,
 )
 from hardflow.errors import ArchiveError, BuildError
+from hardflow.fsutil import atomic_write
 from hardflow.lock.fetch import Artifact, Cache, http_get
 from hardflow.lock.mirrors import Mirrors, resolve_mirrors
-from hardflow.lock.model import Lock, LockedDeb, LockedWheel, atomic_write, check_matches
+from hardflow.lock.model import Lock, LockedDeb, LockedWheel, check_matches
 from hardflow.oci.layer import COMPRESSIONS, Compression, Layer
 from hardflow.oci.writer import ImageConfig, ImageResult, write_docker_archive, write_oci_layout
 from hardflow.progress import NullProgress, Progress

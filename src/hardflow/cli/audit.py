@@ -37,7 +37,7 @@ def _exit_level(text: str) -> Level | None:
 def _emit(report: Report, fmt: str, level: Level | None, output: Path | None) -> None:
     text = render(report, fmt, level)
     if output is not None:
-        from hardflow.lock.model import atomic_write
+        from hardflow.fsutil import atomic_write
 
         atomic_write(output, text.encode("utf-8"))
         out.print(f"wrote {fmt} report to {output}: {summary_line(report)}", highlight=False)

@@ -40,7 +40,8 @@ def sbom(image: Path, fmt: str, lock_path: Path | None, output: Path | None, as_
     """Write the SBOM of IMAGE: an OCI layout directory (or a build output directory holding
     oci/) or a docker-archive. Lists every Debian package and Python distribution with its
     PURL, licence and the sha256 of the .deb or wheel it was installed from."""
-    from hardflow.lock.model import atomic_write, read_lock
+    from hardflow.fsutil import atomic_write
+    from hardflow.lock.model import read_lock
     from hardflow.supply.sbom import document, embedded_lock_for, inventory, read_image, render
 
     files = read_image(image)

@@ -28,7 +28,7 @@ from hardflow.deploy.topology import (
 )
 from hardflow.deploy.yamlout import dump
 from hardflow.errors import HardflowError
-from hardflow.lock.model import atomic_write
+from hardflow.fsutil import atomic_write
 
 COMPOSE_FILE = "compose.yaml"
 SECRETS_SUBDIR = "secrets"

@@ -18,7 +18,7 @@ from hardflow.deploy.k8s import EXECUTORS, K8sOptions, container_security, pod_s
 from hardflow.deploy.topology import HEALTH_COMMAND, WORKER_ROLE, Topology
 from hardflow.deploy.yamlout import dump, dump_all
 from hardflow.errors import HardflowError
-from hardflow.lock.model import atomic_write
+from hardflow.fsutil import atomic_write
 
 Doc = dict[str, Any]
 # chart values section of each component (and the image entrypoint's role it runs)

@@ -33,7 +33,7 @@ from hardflow.deploy.topology import (
 )
 from hardflow.deploy.yamlout import dump, dump_all
 from hardflow.errors import HardflowError
-from hardflow.lock.model import atomic_write
+from hardflow.fsutil import atomic_write
 
 EXECUTORS = {"celery": "CeleryExecutor", "kubernetes": "KubernetesExecutor"}
 POD_TEMPLATE_FILE = f"{CONFIG_DIR}/pod_template.yaml"

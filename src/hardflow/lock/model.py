@@ -8,13 +8,12 @@ configuration, so one lock works with any mirror (and a snapshot mirror rebuilds
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from hardflow.errors import LockError
+from hardflow.fsutil import atomic_write
 
 LOCK_VERSION = 1
 
@@ -108,22 +107,6 @@ def read_lock(path: Path) -> Lock:
 
 def write_lock(lock: Lock, path: Path) -> None:
     atomic_write(path, lock.to_json().encode())
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write via a temporary file in the same directory and rename: never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def check_matches(lock: Lock, spec_checksum: str, lock_path: Path) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from hardflow.errors import TrustError
-from hardflow.lock.model import atomic_write
+from hardflow.fsutil import atomic_write
 from hardflow.oci.writer import (
     MEDIA_CONFIG,
     MEDIA_MANIFEST,

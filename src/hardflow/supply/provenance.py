@@ -15,7 +15,8 @@ from typing import Any
 
 from hardflow import __version__
 from hardflow.errors import BuildError, TrustError
-from hardflow.lock.model import Lock, atomic_write
+from hardflow.fsutil import atomic_write
+from hardflow.lock.model import Lock
 from hardflow.oci.writer import ImageResult, canonical_json
 from hardflow.spec import ImageSpec
 from hardflow.supply.dsse import Envelope, Signer, envelope, parse_envelope

@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from hardflow.errors import TrustError
-from hardflow.lock.model import atomic_write
+from hardflow.fsutil import atomic_write
 from hardflow.oci.attach import (
     ATT_SUFFIX,
     MEDIA_DSSE,

@@ -23,7 +23,7 @@ from hardflow.run import engine as eng
 from hardflow.run import runner
 from hardflow.run.engine import Engine
 from hardflow.run.runner import RunRequest
-from loopback_http import serve
+from helpers.loopback_http import serve
 
 # --------------------------------------------------------------------------------------------
 # run options (pure)

@@ -9,7 +9,7 @@ import pytest
 
 from hardflow.errors import FetchError, TrustError
 from hardflow.lock.fetch import Artifact, Cache
-from loopback_http import serve
+from helpers.loopback_http import serve
 
 
 @pytest.fixture

@@ -22,8 +22,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from fixtures_debian import FakePackage, build_repo
-from fixtures_wheels import IndexServer, build_wheel, write_index
 from hardflow.build.pipeline import BuildOptions, BuildResult, build
 from hardflow.cli.sbom import sbom as sbom_command
 from hardflow.errors import LockError
@@ -43,7 +41,9 @@ from hardflow.supply.sbom.licenses import (
     normalise_expression,
     python_license,
 )
-from test_build import host_compiler
+from helpers.compilers import host_compiler
+from helpers.fixtures_debian import FakePackage, build_repo
+from helpers.fixtures_wheels import IndexServer, build_wheel, write_index
 
 PYVER = f"{sys.version_info.major}.{sys.version_info.minor}"
 # where `hardflow build` (run in the repository) puts the embedded default image

@@ -7,18 +7,15 @@ chroot into); the real chroot compile is covered by the end-to-end tests.
 from __future__ import annotations
 
 import json
-import py_compile
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from fixtures_debian import FakePackage, build_repo
-from fixtures_wheels import IndexServer, build_wheel, write_index
 from hardflow.build.pipeline import BuildOptions, BuildResult, build
 from hardflow.build.rootfs import layer_order, wheel_layer
 from hardflow.errors import FetchError, LockError, TrustError
@@ -27,6 +24,9 @@ from hardflow.lock.model import read_lock
 from hardflow.lock.resolve import make_lock
 from hardflow.oci.layer import iter_tar_entries
 from hardflow.spec import ImageSpec, load_spec
+from helpers.compilers import host_compiler
+from helpers.fixtures_debian import FakePackage, build_repo
+from helpers.fixtures_wheels import IndexServer, build_wheel, write_index
 
 TEST_KEY = b"-----BEGIN PRIVATE KEY-----\nMIIBVQ==\n-----END PRIVATE KEY-----\n"
 PYVER = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -49,19 +49,6 @@ env = {{ AIRFLOW_HOME = "/opt/airflow" }}
 dest = "/opt/airflow/dags/hello.py"
 content = "print('hello')\\n"
 """
-
-
-def host_compiler(root: Path, sources: Sequence[tuple[str, str]], spec: ImageSpec) -> None:
-    from importlib.util import cache_from_source
-
-    for src, shown in sources:
-        py_compile.compile(
-            str(root / src),
-            cfile=cache_from_source(str(root / src)),
-            dfile=shown,
-            doraise=True,
-            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-        )
 
 
 def packages(bash_version: str = "5.2") -> list[FakePackage]:

@@ -19,6 +19,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from test_supply_sign import (
+    cosign,  # noqa: F401 - a fixture
+    tiny_layout,
+)
 
 from hardflow.cli.sign import push
 from hardflow.errors import EngineError, TrustError
@@ -31,10 +35,6 @@ from hardflow.supply.sign import (
     sign_layout,
     verify_layout,
     write_key_pair,
-)
-from test_sign import (
-    cosign,  # noqa: F401 - a fixture
-    tiny_layout,
 )
 
 DEFAULT_LAYOUT = Path(__file__).resolve().parents[1] / "out/hardflow_airflow-3.3.2/oci"

@@ -1,4 +1,4 @@
-"""The per-layer build cache and zstd layers, on the fixture world of test_build."""
+"""The per-layer build cache and zstd layers, on the fixture world of test_build_pipeline."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import tarfile
 from pathlib import Path
 
 import zstandard
+from test_build_pipeline import World, world  # noqa: F401 - world is a fixture
 
-from fixtures_wheels import build_wheel, sha256_file
 from hardflow.bench.builds import layers_changed, with_wheel
 from hardflow.build.layercache import LayerCache
 from hardflow.build.pipeline import BuildResult
@@ -17,7 +17,7 @@ from hardflow.lock.fetch import Artifact, Cache
 from hardflow.lock.model import LockedWheel, read_lock, write_lock
 from hardflow.oci.layer import Layer, open_layer
 from hardflow.oci.writer import MEDIA_LAYER_GZIP, MEDIA_LAYER_ZSTD
-from test_build import World, world  # noqa: F401 - world is a fixture
+from helpers.fixtures_wheels import build_wheel, sha256_file
 
 
 def tar_bytes(layer: Layer) -> bytes:
@@ -100,8 +100,9 @@ def test_one_wheel_version_change_rebuilds_only_its_layer(world: World) -> None:
     changed = with_wheel(lock, LockedWheel("beta", "2.1", whl.name, sha, whl.stat().st_size))
     changed_path = world.root / "changed.lock.json"
     write_lock(changed, changed_path)
+    from test_build_pipeline import host_compiler
+
     from hardflow.build.pipeline import BuildOptions, build
-    from test_build import host_compiler
 
     one = build(world.spec, changed, changed_path, BuildOptions(
         out_dir=world.root / "one/out", cache=cache, work_dir=world.root / "one/work",

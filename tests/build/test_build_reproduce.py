@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from test_build_pipeline import World, host_compiler, world  # noqa: F401 - world is a fixture
+
 from hardflow.build.layers import LayerSpec, write_layer
 from hardflow.build.pipeline import BuildOptions
 from hardflow.build.reproduce import (
@@ -18,7 +20,6 @@ from hardflow.build.reproduce import (
 from hardflow.lock.fetch import Cache
 from hardflow.lock.model import read_lock
 from hardflow.spec import ImageSpec
-from test_build import World, host_compiler, world  # noqa: F401 - world is a fixture
 
 SDE = 1_700_000_000
 

@@ -15,7 +15,7 @@ import pytest
 from hardflow.errors import EngineError
 from hardflow.run import runner
 from hardflow.run.engine import Engine
-from loopback_http import serve
+from helpers.loopback_http import serve
 
 RUN_ID = "manual__2026-01-01T00:00:00+00:00"
 LOG_TEXT = "[2026-01-01] {subprocess.py:106} INFO - hello\n"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_supply_sbom import SbomWorld, world  # noqa: F401  (the fixture)
 
 from hardflow.errors import TrustError
 from hardflow.supply.dsse import (
@@ -30,7 +31,6 @@ from hardflow.supply.provenance import (
     write_supply_chain,
 )
 from hardflow.supply.sbom import read_image
-from test_sbom import SbomWorld, world  # noqa: F401  (the fixture)
 
 # --------------------------------------------------------------------------------------------
 # DSSE
