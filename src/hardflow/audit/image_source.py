@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from hardflow.audit.model import AuditError
+from hardflow.oci.members import MemberIssue
 
 # files whose contents the checks read (after whiteouts)
 CONTENT_PATHS = frozenset(
@@ -111,6 +112,8 @@ class ImageData:
     files: Mapping[str, FileEntry]  # merged file system
     contents: Mapping[str, bytes]  # CONTENT_PATHS present in the merged file system
     created: int | None  # config "created" as epoch seconds
+    # layer members unsafe to unpack (see hardflow.oci.members): escapes and special files
+    member_issues: tuple[MemberIssue, ...] = ()
 
     @property
     def runtime(self) -> Mapping[str, Any]:
