@@ -52,3 +52,8 @@ class BuildError(HardflowError):
 
 class EngineError(HardflowError):
     """Podman or docker is missing or failed."""
+
+
+class ImageError(HardflowError):
+    """An image (OCI layout, index or docker-archive) is malformed, does not match its
+    digests, or is unsafe to read."""

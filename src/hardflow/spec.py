@@ -132,24 +132,67 @@ def _file_fingerprint(spec: ImageSpec, f: ExtraFile) -> dict[str, object]:
     }
 
 
+PACKAGE_PREFIX = "hardflow:"
+
+
+def _files_key(origin: str, index: int, key: str) -> str:
+    return f"{origin}: [[files]] entry {index} (files[{index}]), key '{key}'"
+
+
+def _package_root() -> Path:
+    return Path(str(resources.files("hardflow"))).resolve()
+
+
+def source_path(origin: str, base_dir: str, index: int, source: str) -> Path:
+    """Where the ``source`` of ``[[files]]`` entry ``index`` is read from, once it is known to
+    stay inside its root: the spec's folder, or the hardflow package for ``hardflow:NAME``.
+
+    Symlinks are resolved before the check, so a link pointing out of the folder is refused
+    like a ``..`` path. Raises :class:`SpecError` naming the file, the entry and the key.
+    """
+    packaged = source.startswith(PACKAGE_PREFIX)
+    name = source.removeprefix(PACKAGE_PREFIX) if packaged else source
+    root_text = "the hardflow package" if packaged else "the spec's folder"
+    expected = (
+        "'hardflow:' and a path inside the hardflow package"
+        if packaged
+        else "a path relative to the spec's folder, inside it"
+    )
+
+    def refuse(found: str) -> SpecError:
+        return SpecError(
+            f"{_files_key(origin, index, 'source')}: expected {expected}, found {found}",
+            hint=f"copy the file into {root_text}, or use 'content' for small files",
+        )
+
+    if not name or "\0" in name:
+        raise refuse(f"{source!r}")
+    if Path(name).is_absolute():
+        raise refuse(f"the absolute path {source!r}")
+    try:
+        root = _package_root() if packaged else Path(base_dir or ".").resolve()
+        target = (root / name).resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # a symlink loop, an unencodable name
+        raise refuse(f"{source!r}, which cannot be resolved ({exc})") from None
+    if target == root or not target.is_relative_to(root):
+        raise refuse(f"{source!r}, which resolves to {target}, outside {root}")
+    return target
+
+
 def read_extra_file(spec: ImageSpec, f: ExtraFile) -> bytes:
     if f.content:
         return f.content.encode()
-    if f.source.startswith("hardflow:"):
-        # a file shipped inside the hardflow package, e.g. "hardflow:image/entrypoint.py"
-        name = f.source.removeprefix("hardflow:")
-        try:
-            return resources.files("hardflow").joinpath(name).read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
-            raise SpecError(
-                f"{spec.source}: files: packaged file {f.source!r} does not exist"
-            ) from None
-    path = Path(spec.base_dir, f.source)
+    index = spec.files.index(f) if f in spec.files else 0
+    # checked again here, not only when parsing: the tree may have changed since (a new
+    # symlink), and an ImageSpec can be made without the parser
+    path = source_path(spec.source, spec.base_dir, index, f.source)
     try:
         return path.read_bytes()
     except OSError as exc:
+        what = "packaged file" if f.source.startswith(PACKAGE_PREFIX) else "file"
         raise SpecError(
-            f"{spec.source}: files: cannot read {f.source!r} for {f.dest}: {exc.strerror}"
+            f"{_files_key(spec.source, index, 'source')}: cannot read the {what} "
+            f"{f.source!r} for {f.dest}: {exc.strerror or exc}"
         ) from None
 
 
@@ -190,6 +233,8 @@ class _Reader:
             return default
         if not isinstance(value, str):
             raise self._fail(key, "a string", value)
+        if "\0" in value:
+            raise self._fail(key, "a string without NUL characters", value)
         if pattern and not re.fullmatch(pattern, value):
             raise self._fail(key, f"a string matching {pattern}", value)
         return value
@@ -204,14 +249,25 @@ class _Reader:
             raise self._fail(key, f"an integer from {low} to {high}", value)
         return value
 
-    def strings(self, key: str, default: tuple[str, ...] = (), required: bool = False) -> tuple[
-        str, ...
-    ]:
+    def strings(
+        self,
+        key: str,
+        default: tuple[str, ...] = (),
+        required: bool = False,
+        pattern: str | None = None,
+        what: str | None = None,
+    ) -> tuple[str, ...]:
         value = self._get(key, required)
         if value is None:
             return default
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise self._fail(key, "an array of strings", value)
+        for i, item in enumerate(value):
+            if "\0" in item or (pattern and not re.fullmatch(pattern, item)):
+                raise SpecError(
+                    f"{self.origin}: key '{self._key(key)}[{i}]': expected "
+                    f"{what or 'a string without NUL characters'}, found {_describe(item)}"
+                )
         return tuple(value)
 
     def integers(self, key: str) -> tuple[int, ...]:
@@ -224,12 +280,20 @@ class _Reader:
             raise self._fail(key, "an array of port numbers (1-65535)", value)
         return tuple(value)
 
-    def mapping(self, key: str) -> dict[str, str]:
+    def mapping(self, key: str, key_pattern: str = r"[^\0]+") -> dict[str, str]:
         value = self._get(key, False)
         if value is None:
             return {}
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             raise self._fail(key, "a table of strings", value)
+        for name, text in value.items():
+            if not re.fullmatch(key_pattern, name):
+                raise SpecError(
+                    f"{self.origin}: key '{self._key(key)}': expected names matching "
+                    f"{key_pattern}, found {_describe(name)}"
+                )
+            if "\0" in text:
+                raise self._fail(f"{key}.{name}", "a string without NUL characters", text)
         return dict(value)
 
     def table_(self, key: str, required: bool = True) -> _Reader:
@@ -278,6 +342,12 @@ _NAME = r"[a-z0-9]+(?:[._\-/][a-z0-9]+)*"
 _TAG = r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}"
 _PKG = r"[a-z0-9][a-z0-9+.\-]+"
 _PYPI_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._\-]*[A-Za-z0-9])?"
+_SUITE = r"[a-z0-9][a-z0-9.\-]*"
+_COMPONENT = r"[a-z0-9][a-z0-9.\-]*(?:/[a-z0-9][a-z0-9.\-]*)?"
+_URL = r"(?:https?|file)://[^\s\0]+"
+_ABS_PATH = r"/[^\0]*"
+_ENV_NAME = r"[A-Za-z_][A-Za-z0-9_.\-]*"
+_MODE = r"0?[0-7]{3}"  # no setuid/setgid/sticky bits: the image has none (CIS 4.8)
 
 
 def parse_spec(data: Mapping[str, Any], origin: str, base_dir: str = "") -> ImageSpec:
@@ -293,14 +363,16 @@ def parse_spec(data: Mapping[str, Any], origin: str, base_dir: str = "") -> Imag
 
     deb = top.table_("debian")
     debian = DebianSpec(
-        suites=deb.strings("suites", required=True),
-        components=deb.strings("components", ("main",)),
+        suites=deb.strings("suites", required=True, pattern=_SUITE, what="a suite name"),
+        components=deb.strings(
+            "components", ("main",), pattern=_COMPONENT, what="a component name"
+        ),
         architecture=deb.string("architecture", "amd64", pattern=r"[a-z0-9]+"),
         packages=deb.strings("packages", required=True),
         excludes=deb.strings("excludes"),
-        mirror=deb.string("mirror", ""),
-        security_mirror=deb.string("security_mirror", ""),
-        keyring=deb.string("keyring", DebianSpec.keyring),
+        mirror=deb.string("mirror", "", pattern=f"|{_URL}"),
+        security_mirror=deb.string("security_mirror", "", pattern=f"|{_URL}"),
+        keyring=deb.string("keyring", DebianSpec.keyring, pattern=r"[^\0]+"),
     )
     deb.done()
     if not debian.suites:
@@ -314,9 +386,11 @@ def parse_spec(data: Mapping[str, Any], origin: str, base_dir: str = "") -> Imag
     py = top.table_("python")
     python = PythonSpec(
         version=py.string("version", pattern=r"3\.\d{1,2}"),
-        requirements=py.strings("requirements"),
+        requirements=py.strings(
+            "requirements", pattern=r"\S.*", what="a requirement (PEP 508)"
+        ),
         glibc=py.string("glibc", "2.41", pattern=r"2\.\d{1,3}"),
-        interpreter=py.string("interpreter", ""),
+        interpreter=py.string("interpreter", "", pattern=f"|{_ABS_PATH}"),
         excludes=py.strings("excludes"),
     )
     py.done()
@@ -328,24 +402,8 @@ def parse_spec(data: Mapping[str, Any], origin: str, base_dir: str = "") -> Imag
 
     img = top.table_("image", required=False)
     files: list[ExtraFile] = []
-    for f in top.tables("files"):
-        dest = f.string("dest", pattern=r"/[^\0]*")
-        mode_text = f.string("mode", "0644", pattern=r"0?[0-7]{3,4}")
-        extra = ExtraFile(
-            dest=dest,
-            source=f.string("source", ""),
-            content=f.string("content", ""),
-            mode=int(mode_text, 8),
-        )
-        f.done()
-        if bool(extra.source) == bool(extra.content):
-            raise SpecError(
-                f"{origin}: files entry for {dest}: expected exactly one of 'source' or "
-                f"'content', found {'both' if extra.source else 'neither'}"
-            )
-        if ".." in Path(dest).parts:
-            raise SpecError(f"{origin}: files entry {dest!r}: '..' is not allowed in 'dest'")
-        files.append(extra)
+    for index, f in enumerate(top.tables("files")):
+        files.append(_extra_file(origin, base_dir, index, f, files))
 
     spec = ImageSpec(
         name=name,
@@ -355,9 +413,9 @@ def parse_spec(data: Mapping[str, Any], origin: str, base_dir: str = "") -> Imag
         user=img.string("user", "airflow", pattern=r"[a-z_][a-z0-9_\-]{0,31}"),
         uid=img.integer("uid", 50000, 1, 2**31 - 1),
         gid=img.integer("gid", 0, 0, 2**31 - 1),
-        home=img.string("home", "/opt/airflow", pattern=r"/[^\0]*"),
-        workdir=img.string("workdir", "/opt/airflow", pattern=r"/[^\0]*"),
-        env=img.mapping("env"),
+        home=img.string("home", "/opt/airflow", pattern=_ABS_PATH),
+        workdir=img.string("workdir", "/opt/airflow", pattern=_ABS_PATH),
+        env=img.mapping("env", _ENV_NAME),
         entrypoint=img.strings("entrypoint"),
         cmd=img.strings("cmd"),
         labels=img.mapping("labels"),
@@ -370,7 +428,44 @@ def parse_spec(data: Mapping[str, Any], origin: str, base_dir: str = "") -> Imag
     )
     img.done()
     top.done()
+    for key, value in (("image.home", spec.home), ("image.workdir", spec.workdir)):
+        if ".." in Path(value).parts:
+            raise SpecError(f"{origin}: key '{key}': expected a path without '..', found {value!r}")
     return spec
+
+
+def _extra_file(
+    origin: str, base_dir: str, index: int, f: _Reader, earlier: list[ExtraFile]
+) -> ExtraFile:
+    """One ``[[files]]`` entry, checked: where it goes, where it comes from, its mode."""
+    dest = f.string("dest", pattern=_ABS_PATH)
+    mode_text = f.string("mode", "0644", pattern=_MODE)
+    extra = ExtraFile(
+        dest=dest,
+        source=f.string("source", ""),
+        content=f.string("content", ""),
+        mode=int(mode_text, 8),
+    )
+    f.done()
+    if bool(extra.source) == bool(extra.content):
+        raise SpecError(
+            f"{origin}: [[files]] entry {index} (files[{index}]) for {dest}: expected exactly "
+            f"one of 'source' or 'content', found {'both' if extra.source else 'neither'}"
+        )
+    if ".." in Path(dest).parts or dest.rstrip("/") == "":
+        raise SpecError(
+            f"{_files_key(origin, index, 'dest')}: expected an absolute file path without "
+            f"'..', found {dest!r}"
+        )
+    for i, other in enumerate(earlier):
+        if Path(other.dest) == Path(dest):
+            raise SpecError(
+                f"{_files_key(origin, index, 'dest')}: expected a path no other entry writes, "
+                f"found {dest!r}, already written by files[{i}]"
+            )
+    if extra.source:
+        source_path(origin, base_dir, index, extra.source)
+    return extra
 
 
 def load_spec(path: Path) -> ImageSpec:

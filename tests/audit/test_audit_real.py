@@ -19,15 +19,12 @@ from audit_fixtures import MakeImage
 from hardflow.audit.model import Level, Report
 from hardflow.audit.report import render_text
 from hardflow.audit.run import audit_image
+from hardflow.build.pipeline import BuildResult
 from hardflow.run import engine as eng
 
 
 @pytest.mark.podman
-def test_audit_image_from_the_podman_store(make_image: MakeImage) -> None:
-    try:
-        podman = eng.detect_engine("podman")
-    except Exception as exc:
-        pytest.skip(f"podman is not usable: {exc}")
+def test_audit_image_from_the_podman_store(make_image: MakeImage, podman: eng.Engine) -> None:
     reference = f"localhost/hardflow-audit-test/app:{uuid.uuid4().hex[:12]}"
     archive = make_image(reference=reference, fmt="docker", files={"usr/bin/sudo": "#!"})
     loaded = eng.load_archive(podman, archive)
@@ -43,27 +40,17 @@ def test_audit_image_from_the_podman_store(make_image: MakeImage) -> None:
 
 
 @pytest.mark.podman
+@pytest.mark.usefixtures("podman")
 def test_missing_reference_is_an_engine_error() -> None:
-    try:
-        eng.detect_engine("podman")
-    except Exception as exc:
-        pytest.skip(f"podman is not usable: {exc}")
     with pytest.raises(eng.EngineError, match="no image"):
         audit_image(f"localhost/hardflow-audit-test/absent:{uuid.uuid4().hex[:8]}", engine="podman")
 
 
 @pytest.fixture(scope="module")
-def default_image(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from hardflow.build.pipeline import BuildOptions, build
-    from hardflow.lock.fetch import Cache
-    from hardflow.lock.model import read_lock
-    from hardflow.spec import resolve_spec_arg
-
-    spec, lock_path = resolve_spec_arg(None)
-    out = tmp_path_factory.mktemp("audit-default") / "out"
-    result = build(spec, read_lock(lock_path), lock_path, BuildOptions(out_dir=out, cache=Cache()))
-    assert result.image.archive_path is not None
-    return result.image.layout_dir, result.image.archive_path
+def default_image(default_build: BuildResult) -> tuple[Path, Path]:
+    """The session's build of the default image: its OCI layout and its docker-archive."""
+    assert default_build.image.archive_path is not None
+    return default_build.image.layout_dir, default_build.image.archive_path
 
 
 def _check_default(report: Report) -> None:

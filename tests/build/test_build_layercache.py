@@ -12,7 +12,7 @@ from test_build_pipeline import World, world  # noqa: F401 - world is a fixture
 from hardflow.bench.builds import layers_changed, with_wheel
 from hardflow.build.layercache import LayerCache
 from hardflow.build.pipeline import BuildResult
-from hardflow.build.rootfs import wheel_layer
+from hardflow.build.plan import wheel_layer
 from hardflow.lock.fetch import Artifact, Cache
 from hardflow.lock.model import LockedWheel, read_lock, write_lock
 from hardflow.oci.layer import Layer, open_layer

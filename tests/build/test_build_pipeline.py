@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from hardflow.build.pipeline import BuildOptions, BuildResult, build
-from hardflow.build.rootfs import layer_order, wheel_layer
+from hardflow.build.plan import layer_order, wheel_layer
 from hardflow.errors import FetchError, LockError, TrustError
 from hardflow.lock.fetch import Cache
 from hardflow.lock.model import read_lock

@@ -19,6 +19,7 @@ from hardflow.build.reproduce import (
 )
 from hardflow.lock.fetch import Cache
 from hardflow.lock.model import read_lock
+from hardflow.oci.layer import Compression
 from hardflow.spec import ImageSpec
 
 SDE = 1_700_000_000
@@ -93,10 +94,10 @@ def _tree(root: Path, files: dict[str, bytes], modes: dict[str, int] | None = No
 
 
 def _layer(tmp: Path, name: str, files: dict[str, bytes], modes: dict[str, int] | None = None,
-           sde: int = SDE) -> Path:  # fmt: skip
+           sde: int = SDE, compression: Compression = "gzip") -> Path:  # fmt: skip
     root = _tree(tmp / name, files, modes)
     spec = LayerSpec("l", tuple(sorted(files)))
-    return write_layer(root, spec, {}, sde, tmp / f"{name}-out").path
+    return write_layer(root, spec, {}, sde, tmp / f"{name}-out", compression=compression).path
 
 
 BASE = {"etc/a.conf": b"a\n", "usr/bin/tool": b"#!tool\n", "usr/lib/z.so": b"zzz"}
@@ -129,3 +130,15 @@ def test_first_json_difference() -> None:
     assert first_json_difference(a, b) == 'config.Env[1]: "B=2" != "B=3"'
     c = {"config": {"Env": ["A=1", "B=2"], "Labels": {}}, "created": "t"}
     assert first_json_difference(a, c) == "config.Labels.x: only in build A"
+
+
+def test_first_difference_in_a_zstd_build(tmp_path: Path) -> None:
+    a = _layer(tmp_path, "a", BASE, compression="zstd")
+    assert a.name.endswith(".tar.zst")
+    assert first_difference(a, _layer(tmp_path, "same", BASE, compression="zstd")) is None
+    # the same tar gzip'd holds the same entries: nothing differs entry by entry
+    assert first_difference(a, _layer(tmp_path, "gz", BASE)) is None
+    b = _layer(tmp_path, "b", {**BASE, "usr/bin/tool": b"#!TOOL\n"}, compression="zstd")
+    diff = first_difference(a, b)
+    assert diff is not None
+    assert diff.path == "usr/bin/tool" and diff.what.startswith("content sha256 ")

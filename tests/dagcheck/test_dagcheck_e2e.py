@@ -14,16 +14,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from hardflow.build.pipeline import BuildOptions, build
 from hardflow.cli.checkdags import check_dags_cmd
 from hardflow.dagcheck.loader import CONTAINER_DAGS
-from hardflow.lock.fetch import Cache
-from hardflow.lock.model import read_lock
 from hardflow.run import engine as eng
 from hardflow.run.engine import BindMount, Engine, RunOptions
-from hardflow.spec import resolve_spec_arg
 from helpers.classic_dag import CLASSIC_DAG
-from helpers.loaded_images import ensure_loaded
+from helpers.loaded_images import LoadedImage
 
 pytestmark = [pytest.mark.podman, pytest.mark.slow]
 
@@ -48,24 +44,9 @@ with DAG("twin", start_date=datetime(2024, 1, 1), schedule=None):
 
 
 @pytest.fixture(scope="module")
-def podman() -> Engine:
-    try:
-        return eng.detect_engine("podman")
-    except Exception as exc:
-        pytest.skip(f"podman is not usable: {exc}")
-
-
-@pytest.fixture(scope="module")
-def default_image(podman: Engine, tmp_path_factory: pytest.TempPathFactory) -> str:
+def default_image(loaded_image: LoadedImage) -> str:
     """The default image's reference, built and loaded unless podman already has it."""
-    spec, lock_path = resolve_spec_arg("default")
-    ref = f"localhost/{spec.reference}"
-    if not eng.image_exists(podman, ref):
-        out = tmp_path_factory.mktemp("build-default") / "out"
-        result = build(spec, read_lock(lock_path), lock_path, BuildOptions(out, Cache()))
-        assert result.image.archive_path is not None
-        eng.load_archive(podman, result.image.archive_path)
-    return ref
+    return loaded_image("default")
 
 
 def _folder(tmp_path: Path, files: dict[str, str]) -> Path:
@@ -166,11 +147,8 @@ def test_fixed_dag_loads_and_runs(podman: Engine, default_image: str, tmp_path: 
     assert "hello" in proc.stdout
 
 
-def test_classic_dag_loads_on_airflow2(
-    podman: Engine, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    image = ensure_loaded(podman, "airflow2", tmp_path_factory.mktemp("build-airflow2"))
-    assert image == AIRFLOW2_IMAGE
+def test_classic_dag_loads_on_airflow2(loaded_image: LoadedImage, tmp_path: Path) -> None:
+    assert loaded_image("airflow2") == AIRFLOW2_IMAGE
     folder = _folder(tmp_path, {"example.py": CLASSIC_DAG})
     code, doc = _check(folder, AIRFLOW2_IMAGE)
     assert code == 0, doc

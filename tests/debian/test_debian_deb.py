@@ -231,3 +231,18 @@ def test_deb_without_data_member_is_rejected(tmp_path: Path) -> None:
     deb.write_bytes(ar_archive(members))
     with pytest.raises(ArchiveError, match=r"no data\.tar member"):
         read_deb(deb)
+
+
+def test_a_member_name_that_is_not_utf8_is_rejected(tmp_path: Path) -> None:
+    deb = bad_deb(tmp_path, TarEntry("./usr/bin/\udcffbad", data=b"x"))
+    with pytest.raises(ArchiveError, match="not UTF-8") as err:
+        read_deb(deb)
+    assert str(deb) in err.value.message and "\\xff" in err.value.message
+
+
+def test_absolute_symlink_targets_are_read_as_they_are(tmp_path: Path) -> None:
+    """Legitimate in Debian (resolved inside the image); the writer never follows them."""
+    deb = bad_deb(tmp_path, TarEntry("./usr/lib/host", "symlink", link="/etc"))
+    links = {m.path: m.link for m in read_deb(deb).members if m.kind == "symlink"}
+    assert links["usr/lib/host"] == "/etc"
+    assert links["usr/lib/tool.so"] == "/usr/lib/x86_64/tool.so.1"

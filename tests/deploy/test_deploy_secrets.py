@@ -76,3 +76,77 @@ def test_read_existing_round_trip(tmp_path: Path) -> None:
     creds = sec.Credentials.generate()
     sec.write_secret_files(tmp_path, sec.secret_files(creds, sec.Endpoints()), chown=False)
     assert sec.Credentials.generate(sec.read_existing(tmp_path)) == creds
+
+
+# ---------------------------------------------------------------------------------------------
+# re-renders say exactly what was kept and what was made anew
+
+
+def test_outcome_names_kept_and_regenerated_secrets() -> None:
+    creds, fresh = sec.reuse_credentials({})
+    assert not fresh.earlier_render and "no earlier render" in fresh.summary()
+    found = {"postgres_password": "pg", "fernet_key": "", "jwt_secret": "j"}
+    creds, status = sec.reuse_credentials(found, source="out/secrets/")
+    assert creds.postgres_password == "pg" and creds.jwt_secret == "j"
+    assert creds.fernet_key  # made anew
+    assert status.kept == ("postgres_password", "jwt_secret")
+    assert dict(status.regenerated) == {
+        "redis_password": "missing", "fernet_key": "empty", "api_secret_key": "missing",
+        "admin_password": "missing",
+    }  # fmt: skip
+    assert not status.all_kept
+    text = status.summary()
+    assert "kept postgres_password, jwt_secret from out/secrets/" in text
+    assert "fernet_key (empty)" in text and "redis_password (missing)" in text
+    assert status.to_json()["regenerated"][0] == {"name": "redis_password", "reason": "missing"}
+
+
+def test_compose_rerender_after_an_emptied_secret_says_so(tmp_path: Path) -> None:
+    from hardflow.deploy.compose import write_compose_project
+    from hardflow.deploy.topology import Images, Topology
+
+    top = Topology(Images("a:1", "p:1", "r:1"))
+    first = write_compose_project(top, tmp_path, chown=False)
+    assert not first.secret_status.earlier_render
+    pg = (tmp_path / "secrets" / "postgres_password").read_text()
+    (tmp_path / "secrets" / "fernet_key").write_text("")
+    (tmp_path / "secrets" / "jwt_secret").unlink()
+    again = write_compose_project(top, tmp_path, chown=False)
+    assert not again.secrets_reused  # not "secrets kept": two were made anew
+    assert dict(again.secret_status.regenerated) == {"fernet_key": "empty", "jwt_secret": "missing"}
+    assert "postgres_password" in again.secret_status.kept
+    assert "regenerated fernet_key (empty), jwt_secret (missing)" in again.secrets_note
+    assert (tmp_path / "secrets" / "postgres_password").read_text() == pg
+    assert (tmp_path / "secrets" / "fernet_key").read_text()  # a value again
+    third = write_compose_project(top, tmp_path, chown=False)
+    assert third.secrets_reused and third.secret_status.regenerated == ()
+    assert third.secrets_note.startswith("secrets kept postgres_password")
+
+
+def test_k8s_and_helm_rerenders_name_what_they_regenerated(tmp_path: Path) -> None:
+    import yaml
+
+    from hardflow.deploy.helm import write_helm_values
+    from hardflow.deploy.k8s import K8sOptions, write_k8s_project
+    from hardflow.deploy.topology import Images, Topology
+
+    top = Topology(Images("a:1", "p:1", "r:1"), project="hf")
+    k8s = write_k8s_project(top, K8sOptions(), tmp_path / "k")
+    text = k8s.secrets.read_text()
+    (entry,) = [line for line in text.splitlines() if line.strip().startswith("jwt_secret:")]
+    k8s.secrets.write_text(text.replace(entry, entry.split(":")[0] + ': ""'))
+    again = write_k8s_project(top, K8sOptions(), tmp_path / "k")
+    assert dict(again.secret_status.regenerated) == {"jwt_secret": "empty"}
+    assert not again.secrets_reused and "jwt_secret (empty)" in again.secrets_note
+
+    helm = write_helm_values(top, K8sOptions(), tmp_path / "h")
+    docs = list(yaml.safe_load_all(helm.secrets.read_text()))
+    conn = next(d for d in docs if d["metadata"]["name"] == "hf-metadata")["stringData"]
+    fernet = next(d for d in docs if d["metadata"]["name"] == "hf-fernet-key")
+    fernet["stringData"]["fernet-key"] = ""
+    helm.secrets.write_text(yaml.safe_dump_all(docs))
+    redo = write_helm_values(top, K8sOptions(), tmp_path / "h")
+    assert dict(redo.secret_status.regenerated) == {"fernet_key": "empty"}
+    assert "postgres_password" in redo.secret_status.kept  # read back from the URL
+    after = list(yaml.safe_load_all(redo.secrets.read_text()))
+    assert next(d for d in after if d["metadata"]["name"] == "hf-metadata")["stringData"] == conn

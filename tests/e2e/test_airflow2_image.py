@@ -7,7 +7,6 @@ The image is built and loaded unless podman already has it with the current spec
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -16,34 +15,21 @@ from pathlib import Path
 import pytest
 
 from hardflow.run import engine as eng
+from hardflow.run.airflow_api import trigger_dag
 from hardflow.run.engine import Engine
-from hardflow.run.runner import RunRequest, RunResult, start, stop_container, trigger_dag
+from hardflow.run.runner import RunRequest, RunResult, start, stop_container
 from helpers.classic_dag import CLASSIC_DAG
-from helpers.loaded_images import ensure_loaded
+from helpers.loaded_images import LoadedImage
+from helpers.podman import HARDENED, free_port
 
 pytestmark = [pytest.mark.network, pytest.mark.podman, pytest.mark.slow]
 
 ARBITRARY_USER = "123456:0"
-HARDENED = ("--read-only", "--cap-drop=ALL", "--security-opt", "no-new-privileges")
 
 
 @pytest.fixture(scope="module")
-def podman() -> Engine:
-    try:
-        return eng.detect_engine("podman")
-    except Exception as exc:
-        pytest.skip(f"podman is not usable: {exc}")
-
-
-@pytest.fixture(scope="module")
-def image2(podman: Engine, tmp_path_factory: pytest.TempPathFactory) -> str:
-    return ensure_loaded(podman, "airflow2", tmp_path_factory.mktemp("build-airflow2"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def image2(loaded_image: LoadedImage) -> str:
+    return loaded_image("airflow2")
 
 
 def _run(image: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
@@ -83,7 +69,7 @@ def classic_dags(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def standalone2(podman: Engine, image2: str, classic_dags: Path) -> Iterator[RunResult]:
     name = f"hardflow-e2e-af2-{uuid.uuid4().hex[:8]}"
     request = RunRequest(
-        image=image2, dags=classic_dags, port=_free_port(), name=name, user=ARBITRARY_USER,
+        image=image2, dags=classic_dags, port=free_port(), name=name, user=ARBITRARY_USER,
         # The DAG starts in 2020 and Airflow 2 catches up by default: without this, unpausing
         # it would queue years of daily runs ahead of the one the test triggers.
         env={"AIRFLOW__SCHEDULER__CATCHUP_BY_DEFAULT": "False"},

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tarfile
 import time
@@ -22,18 +21,20 @@ import pytest
 
 from hardflow.build.pipeline import BuildOptions, BuildResult, build
 from hardflow.build.rootfs import layer_order
+from hardflow.contract import local_reference
 from hardflow.lock.fetch import Cache
 from hardflow.lock.model import read_lock
 from hardflow.oci.layer import iter_tar_entries
 from hardflow.run import engine as eng
+from hardflow.run.airflow_api import trigger_dag
 from hardflow.run.engine import Engine, RunOptions
-from hardflow.run.runner import RunRequest, RunResult, start, stop_container, trigger_dag
+from hardflow.run.runner import RunRequest, RunResult, start, stop_container
 from hardflow.spec import resolve_spec_arg
+from helpers.podman import HARDENED, free_port
 
 pytestmark = [pytest.mark.network, pytest.mark.podman, pytest.mark.slow]
 
 HERE = Path(__file__).parent
-HARDENED = ("--read-only", "--cap-drop=ALL", "--security-opt", "no-new-privileges")
 FORBIDDEN = (
     "usr/bin/apt", "usr/bin/apt-get", "usr/bin/dpkg", "usr/bin/pip", "usr/local/bin/pip",
     "usr/local/bin/pip3", "usr/bin/gcc", "usr/bin/cc", "usr/bin/sudo", "usr/bin/su",
@@ -43,34 +44,16 @@ FORBIDDEN = (
 
 
 @pytest.fixture(scope="session")
-def podman() -> Engine:
-    try:
-        engine = eng.detect_engine("podman")
-    except Exception as exc:
-        pytest.skip(f"podman is not usable: {exc}")
-    return engine
-
-
-@pytest.fixture(scope="session")
-def built(tmp_path_factory: pytest.TempPathFactory, podman: Engine) -> BuildResult:
-    spec, lock_path = resolve_spec_arg(None)
-    lock = read_lock(lock_path)
-    out = tmp_path_factory.mktemp("build-a") / "out"
-    result = build(spec, lock, lock_path, BuildOptions(out_dir=out, cache=Cache()))
-    assert result.image.archive_path is not None
-    eng.load_archive(podman, result.image.archive_path)
-    return result
+def built(default_build: BuildResult, podman: Engine) -> BuildResult:
+    """The session's build of the default image, loaded into podman."""
+    assert default_build.image.archive_path is not None
+    eng.load_archive(podman, default_build.image.archive_path)
+    return default_build
 
 
 @pytest.fixture(scope="session")
 def image_ref(built: BuildResult) -> str:
-    return f"localhost/{built.image.reference}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return local_reference(built.image.reference)
 
 
 def run_in_image(

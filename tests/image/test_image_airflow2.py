@@ -7,7 +7,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import ModuleType
@@ -108,7 +110,10 @@ def test_api_server_on_airflow_2_runs_the_webserver(ep: ModuleType, args: list[s
 def test_airflow_3_plans_are_unchanged(ep: ModuleType) -> None:
     plan = ep.plan_command(["api-server"], {})
     assert (plan.role, plan.argv, plan.airflow_major, plan.note) == (
-        "api-server", ("airflow", "api-server"), 3, ""
+        "api-server",
+        ("airflow", "api-server"),
+        3,
+        "",
     )
     # "webserver" is no role of Airflow 3: passed to its CLI, which says so
     assert ep.plan_command(["webserver"], {}).role == "airflow"
@@ -144,12 +149,19 @@ def test_airflow_2_webserver_key_given_by_user_is_kept(ep: ModuleType, tmp_path:
 # ---------------------------------------------------------------- admin user through FAB
 
 
-@pytest.fixture
-def fab_calls(ep: ModuleType, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    calls: list[list[str]] = []
+@dataclass
+class FabCall:
+    args: list[str]
+    stdin: str | None
+    env: dict[str, str]
 
-    def fake_run(args: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
-        calls.append(list(args))
+
+@pytest.fixture
+def fab_calls(ep: ModuleType, monkeypatch: pytest.MonkeyPatch) -> list[FabCall]:
+    calls: list[FabCall] = []
+
+    def fake_run(args: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        calls.append(FabCall(list(args), kw.get("input"), dict(kw.get("env") or {})))
         return subprocess.CompletedProcess(args, 0)
 
     monkeypatch.setattr(ep, "fab_installed", lambda: True)
@@ -162,26 +174,30 @@ def option(args: list[str], name: str) -> str:
 
 
 def test_airflow_2_standalone_creates_the_admin_through_fab(
-    ep: ModuleType, tmp_path: Path, fab_calls: list[list[str]]
+    ep: ModuleType, tmp_path: Path, fab_calls: list[FabCall]
 ) -> None:
     plan = ep.plan_command(["standalone"], {}, 2)
     assert ep.provision_user(plan, {}, empty_cfg(), str(tmp_path)) == {}
-    (args,) = fab_calls
-    assert args[:3] == ["airflow", "users", "create"]
+    (call,) = fab_calls
+    args = call.args
+    # the airflow CLI through the launcher that answers its password prompt from stdin
+    assert args[1:3] == ["-P", "-c"] and args[3] == ep.FAB_USERS_LAUNCHER
+    assert args[4:6] == ["users", "create"]
     assert option(args, "--username") == "admin"
     assert option(args, "--role") == "Admin"
     stored = (tmp_path / ".hardflow" / "admin_password").read_text().strip()
-    assert option(args, "--password") == stored
+    assert call.stdin == stored
+    assert "--password" not in args and not any(stored in a for a in args)
     assert (tmp_path / ".hardflow" / "admin_password").stat().st_mode & 0o777 == 0o600
     # no SimpleAuthManager file on Airflow 2
     assert not list(tmp_path.glob("simple_auth_manager_passwords*"))
     # a restart uses the stored password again
     ep.provision_user(plan, {}, empty_cfg(), str(tmp_path))
-    assert option(fab_calls[1], "--password") == stored
+    assert fab_calls[1].stdin == stored
 
 
 def test_airflow_2_user_from_www_variables(
-    ep: ModuleType, tmp_path: Path, fab_calls: list[list[str]]
+    ep: ModuleType, tmp_path: Path, fab_calls: list[FabCall]
 ) -> None:
     secret = tmp_path / "pw"
     secret.write_text("given-pass\n")
@@ -191,13 +207,17 @@ def test_airflow_2_user_from_www_variables(
     }
     plan = ep.plan_command(["webserver"], {}, 2)
     ep.provision_user(plan, env, empty_cfg(), str(tmp_path))
-    (args,) = fab_calls
-    assert (option(args, "--username"), option(args, "--password")) == ("ops", "given-pass")
+    (call,) = fab_calls
+    assert (option(call.args, "--username"), call.stdin) == ("ops", "given-pass")
+    assert not any("given-pass" in a for a in call.args)
+    # the child's environment holds no provisioning variable, the password least of all
+    assert not [k for k in call.env if k.startswith("_AIRFLOW_WWW_USER_")]
+    assert "given-pass" not in call.env.values()
     assert not (tmp_path / ".hardflow" / "admin_password").exists()
 
 
 def test_airflow_2_webserver_without_create_flag_makes_no_user(
-    ep: ModuleType, tmp_path: Path, fab_calls: list[list[str]]
+    ep: ModuleType, tmp_path: Path, fab_calls: list[FabCall]
 ) -> None:
     plan = ep.plan_command(["webserver"], {}, 2)
     assert ep.provision_user(plan, {}, empty_cfg(), str(tmp_path)) == {}
@@ -205,7 +225,7 @@ def test_airflow_2_webserver_without_create_flag_makes_no_user(
 
 
 def test_airflow_2_other_auth_manager_is_left_alone(
-    ep: ModuleType, tmp_path: Path, fab_calls: list[list[str]]
+    ep: ModuleType, tmp_path: Path, fab_calls: list[FabCall]
 ) -> None:
     env = {"AIRFLOW__CORE__AUTH_MANAGER": "example.auth.MyManager"}
     ep.provision_user(ep.plan_command(["standalone"], {}, 2), env, empty_cfg(), str(tmp_path))
@@ -341,6 +361,11 @@ def test_health_triggerer_2_heartbeat_through_the_webserver(
         [sys.executable, "-c", "import time; time.sleep(60)", "airflow", "triggerer"]
     )
     try:
+        # until the child has exec'd, /proc shows the forking test process's command line
+        deadline = time.monotonic() + 10
+        while b"triggerer" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+            assert time.monotonic() < deadline, "the stand-in triggerer did not start"
+            time.sleep(0.01)
         state = {"role": "triggerer", "airflow_major": 2, "pid": proc.pid}
         env = {"HARDFLOW_HEALTH_API_URL": base}
         handler.payload = airflow2_health("healthy", "healthy", None)

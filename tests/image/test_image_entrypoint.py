@@ -321,6 +321,12 @@ def test_parse_errors_do_not_show_the_url(ep: ModuleType) -> None:
     with pytest.raises(ep.EntrypointError) as info:
         ep.parse_service_url("metadata database", f"postgresql://a:{PASSWORD}@db:xx/airflow")
     assert PASSWORD not in str(info.value)
+    # no '@': what looks like "host:port" is "user:password", and the port is not echoed
+    secret = "OnlyLetters"  # a password without '@' or '/' in it
+    with pytest.raises(ep.EntrypointError) as info:
+        ep.parse_service_url("metadata database", f"postgresql://airflow:{secret}/airflow")
+    assert secret not in str(info.value)
+    assert "metadata database" in str(info.value) and "port" in str(info.value)
 
 
 def test_wait_gives_up_with_host_port_and_error_but_no_password(ep: ModuleType) -> None:

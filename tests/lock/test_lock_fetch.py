@@ -1,14 +1,19 @@
 import hashlib
 import http.server
-from collections.abc import Iterator
+import socket
+import urllib.error
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from hardflow.errors import FetchError, TrustError
-from hardflow.lock.fetch import Artifact, Cache
+from hardflow.lock import fetch
+from hardflow.lock.fetch import Artifact, Cache, RetryPolicy, http_get, redact
+from helpers.flaky_http import FlakyServer
 from helpers.loopback_http import serve
 
 
@@ -85,3 +90,176 @@ def test_concurrent_gets_share_one_good_entry(tmp_path: Path, server: tuple[str,
         paths = list(pool.map(lambda c: c.get(art(f"{base}/big.whl", data)), caches))
     assert len(set(paths)) == 1 and paths[0].read_bytes() == data
     assert len(entries(caches[0])) == 1  # no temp files left
+
+
+# ----------------------------------------------------------------------- flaky networks
+
+
+DATA = bytes(range(256)) * 64  # 16 KiB: big enough to be cut in half
+
+
+def fast(server: FlakyServer | None = None, attempts: int = 4) -> RetryPolicy:
+    return RetryPolicy(
+        attempts=attempts, base_delay=0.01, max_delay=0.05,
+        sleep=server.sleep if server else (lambda s: None),
+    )  # fmt: skip
+
+
+@pytest.fixture
+def flaky_root(tmp_path: Path) -> Path:
+    root = tmp_path / "srv"
+    root.mkdir()
+    (root / "a.deb").write_bytes(DATA)
+    return root
+
+
+def test_refused_connections_are_retried(tmp_path: Path, flaky_root: Path) -> None:
+    with FlakyServer(flaky_root, refuse_first=2) as srv:
+        cache = Cache(tmp_path / "cache", retry=fast(srv))
+        path = cache.get(art(f"{srv.url}/a.deb", DATA))
+    assert path.read_bytes() == DATA
+    assert len(srv.sleeps) == 2  # two refused tries, then the server came up
+    assert len(srv.requests) == 1
+
+
+def test_stream_cut_midway_is_resumed_with_range(tmp_path: Path, flaky_root: Path) -> None:
+    with FlakyServer(flaky_root, {"a.deb": ["drop", "503", "drop"]}) as srv:
+        cache = Cache(tmp_path / "cache", retry=fast(srv, attempts=5))
+        seen: list[int] = []
+        path = cache.get(art(f"{srv.url}/a.deb", DATA), progress=seen.append)
+    assert path.read_bytes() == DATA
+    assert sum(seen) == len(DATA)  # a resumed or restarted download is not counted twice
+    ranges = [r for _, r, _ in srv.requests]
+    assert ranges[0] is None and ranges[1] == f"bytes={len(DATA) // 2}-"
+    assert srv.requests[-1][2] == "ok"
+    assert entries(cache) == [path]
+
+
+def test_server_without_range_support_restarts(tmp_path: Path, flaky_root: Path) -> None:
+    with FlakyServer(flaky_root, {"a.deb": ["drop", "reset"]}, ranges=False) as srv:
+        path = Cache(tmp_path / "cache", retry=fast(srv)).get(art(f"{srv.url}/a.deb", DATA))
+    assert path.read_bytes() == DATA
+    assert [f for _, _, f in srv.requests] == ["drop", "reset", "ok"]
+
+
+def test_transient_dns_failure_is_retried(
+    tmp_path: Path, flaky_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = fetch._open
+    calls: list[str] = []
+
+    def open_(url: str, headers: Mapping[str, str], timeout: float) -> Any:
+        calls.append(url)
+        if len(calls) == 1:
+            raise urllib.error.URLError(
+                socket.gaierror(-3, "Temporary failure in name resolution")
+            )
+        return real_open(url, headers, timeout)
+
+    monkeypatch.setattr(fetch, "_open", open_)
+    with FlakyServer(flaky_root) as srv:
+        monkeypatch.setattr(fetch, "DEFAULT_RETRY", fast(srv))
+        path = Cache(tmp_path / "cache").get(art(f"{srv.url}/a.deb", DATA))
+        assert http_get(f"{srv.url}/a.deb") == DATA
+    assert path.read_bytes() == DATA and len(calls) == 3
+
+
+def test_http_get_retries_cut_streams_and_5xx(flaky_root: Path) -> None:
+    with FlakyServer(flaky_root, {"a.deb": ["503", "drop", "429"]}) as srv:
+        assert http_get(f"{srv.url}/a.deb", policy=fast(srv)) == DATA
+    assert len(srv.requests) == 4
+
+
+def test_permanent_failure_is_bounded_and_leaves_nothing(
+    tmp_path: Path, flaky_root: Path
+) -> None:
+    with FlakyServer(flaky_root, {"a.deb": ["503", "*"]}) as srv:
+        cache = Cache(tmp_path / "cache", retry=fast(srv, attempts=3))
+        with pytest.raises(FetchError) as exc:
+            cache.get(art(f"{srv.url}/a.deb", DATA, label="bash_5.2_amd64.deb"))
+    msg = exc.value.message
+    assert "bash_5.2_amd64.deb" in msg and f"{srv.url}/a.deb" in msg
+    assert "after 3 tries" in msg and "HTTP 503" in msg
+    assert len(srv.requests) == 3
+    assert list((tmp_path / "cache").rglob("*.*")) == []  # no entry, no temporary file
+    assert entries(cache) == []
+
+
+@pytest.mark.parametrize("status", ["403", "404"])
+def test_client_errors_fail_at_once(tmp_path: Path, flaky_root: Path, status: str) -> None:
+    with FlakyServer(flaky_root, {"a.deb": [status, "*"]}) as srv:
+        cache = Cache(tmp_path / "cache", retry=fast(srv))
+        with pytest.raises(FetchError) as exc:
+            cache.get(art(f"{srv.url}/a.deb", DATA, label="pkg_1.deb"))
+    assert len(srv.requests) == 1 and srv.sleeps == []
+    assert "pkg_1.deb" in exc.value.message and f"HTTP {status}" in exc.value.message
+    assert entries(cache) == []
+
+
+def test_complete_file_with_wrong_hash_is_not_retried(tmp_path: Path, flaky_root: Path) -> None:
+    evil = bytes(reversed(DATA))  # same size, other bytes
+    (flaky_root / "a.deb").write_bytes(evil)
+    with FlakyServer(flaky_root) as srv:
+        cache = Cache(tmp_path / "cache", retry=fast(srv))
+        with pytest.raises(TrustError, match="sha256 mismatch"):
+            cache.get(art(f"{srv.url}/a.deb", DATA))
+    assert len(srv.requests) == 1 and entries(cache) == []
+
+
+def test_oversized_file_is_refused(tmp_path: Path, flaky_root: Path) -> None:
+    (flaky_root / "a.deb").write_bytes(DATA + b"trailing")
+    with FlakyServer(flaky_root) as srv:
+        cache = Cache(tmp_path / "cache", retry=fast(srv))
+        with pytest.raises(TrustError, match="more than the locked"):
+            cache.get(art(f"{srv.url}/a.deb", DATA))
+    assert entries(cache) == []
+
+
+def test_resumed_download_from_a_changed_file_is_refetched_whole(
+    tmp_path: Path, flaky_root: Path
+) -> None:
+    # The first half comes from a stale copy; the resumed tail would not match: the whole
+    # file is fetched again, and only the verified result is kept.
+    stale = b"X" * (len(DATA) // 2) + DATA[len(DATA) // 2 :]
+    (flaky_root / "a.deb").write_bytes(stale)
+    with FlakyServer(flaky_root, {"a.deb": ["drop"]}) as srv:
+        original = srv.next_fault
+
+        def swap(path: str) -> str:
+            fault = original(path)
+            if fault == "ok":
+                (flaky_root / "a.deb").write_bytes(DATA)
+            return fault
+
+        srv.next_fault = swap  # type: ignore[method-assign]
+        path = Cache(tmp_path / "cache", retry=fast(srv)).get(art(f"{srv.url}/a.deb", DATA))
+    assert path.read_bytes() == DATA
+    assert [r for _, r, _ in srv.requests] == [None, f"bytes={len(DATA) // 2}-", None]
+
+
+def test_userinfo_is_redacted_in_messages(tmp_path: Path, flaky_root: Path) -> None:
+    with FlakyServer(flaky_root, {"a.deb": ["500", "*"]}) as srv:
+        url = srv.url.replace("http://", "http://user:s3cret@") + "/a.deb"
+        with pytest.raises(FetchError) as exc:
+            Cache(tmp_path / "cache", retry=fast(srv, attempts=2)).get(art(url, DATA))
+    assert "s3cret" not in exc.value.diagnostics()
+    assert len(srv.requests) == 2  # the credentials went into a header, not the host name
+    assert fetch._credentials("https://u:p%40ss@host/x") == (
+        "https://host/x", {"Authorization": "Basic dTpwQHNz"}
+    )
+    assert redact("https://u:p@host/x?y=1") == "https://***@host/x?y=1"
+
+
+@pytest.mark.parametrize(
+    "digest", ["../../etc/passwd", "A" * 64, "0" * 63, "0" * 64 + "/..", "", "g" * 64]
+)
+def test_cache_refuses_digests_that_are_not_hex(tmp_path: Path, digest: str) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    cache = Cache(tmp_path / "cache", offline=True)
+    with pytest.raises(TrustError, match="not a sha256"):
+        cache.path_for(digest)
+    with pytest.raises(TrustError, match=r"pkg\.deb"):
+        cache.get(Artifact("pkg.deb", digest, 4, lambda: [victim.as_uri()]))
+    assert victim.read_bytes() == b"keep"
+    assert not (tmp_path / "cache").exists()

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ def whl(name: str, version: str) -> LockedWheel:
     return LockedWheel(name, version, f"{name}-{version}-py3-none-any.whl", "1" * 64, 1)
 
 
-def lock(*items: object, checksum: str = "sha256:abc") -> Lock:
+def lock(*items: object, checksum: str = "sha256:" + "ab" * 32) -> Lock:
     return Lock(
         spec_checksum=checksum,
         suites=(LockedSuite("trixie", "Sat, 15 Nov 2025 09:00:00 UTC", 1763197200),),
@@ -70,3 +71,22 @@ def test_diff() -> None:
     assert d.removed == (("deb:tini", "0.19"),)
     assert d.changed == (("deb:bash", "5.2", "5.3"),)
     assert diff_locks(new, new).empty
+
+
+@pytest.mark.parametrize("name", ["default", "core", "airflow2", "postgres", "redis"])
+def test_the_embedded_locks_pass_the_strict_schema(name: str) -> None:
+    from importlib import resources
+
+    path = Path(str(resources.files("hardflow.specs").joinpath(f"{name}.lock.json")))
+    lk = read_lock(path)
+    assert lk.debs and lk.to_json() == path.read_text()  # nothing lost or reordered
+
+
+def test_strict_types_bool_is_not_an_int(tmp_path: Path) -> None:
+    lk = lock(deb("bash", "5.2"))
+    data = json.loads(lk.to_json())
+    data["debs"][0]["size"] = True
+    path = tmp_path / "l.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(LockError, match=r"debs\[0\] \(bash\): key 'size'.*found boolean True"):
+        read_lock(path)

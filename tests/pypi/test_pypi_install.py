@@ -147,3 +147,50 @@ def test_not_a_wheel(tmp_path: Path) -> None:
     bogus.write_bytes(b"not a zip")
     with pytest.raises(ArchiveError, match=r"alpha-1\.0-py3-none-any\.whl"):
         install_wheel(bogus, tmp_path / "root", "3.13", "/usr/bin/python3.13")
+
+
+@pytest.mark.parametrize("linked", ["usr", "usr/local/lib", f"{SITE}/alpha"])
+def test_install_never_writes_through_a_symlink_in_the_tree(tmp_path: Path, linked: str) -> None:
+    """Whatever the tree holds (here a link to a host directory), the installer's writes stay
+    below the root: it refuses rather than follow the link."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep").write_text("host")
+    wheel = build_wheel(tmp_path / "w", "alpha", "1.0")
+    root = tmp_path / "root"
+    (root / linked).parent.mkdir(parents=True, exist_ok=True)
+    (root / linked).symlink_to(victim)
+    with pytest.raises(ArchiveError) as info:
+        install_wheel(wheel, root, "3.13", "/usr/bin/python3.13")
+    assert wheel.name in info.value.message and "is a symlink" in info.value.message
+    assert [p.name for p in victim.iterdir()] == ["keep"]
+
+
+def test_install_data_scheme_cannot_reach_outside(tmp_path: Path) -> None:
+    """``.data/data/`` lands in the data dir (usr/local): a name climbing from there is refused
+    by the member check before anything is written."""
+    wheel = build_wheel(tmp_path / "w", "alpha", "1.0",
+                        extra_members={"alpha-1.0.data/data/../../../escape": b"x"})  # fmt: skip
+    root = tmp_path / "img"
+    with pytest.raises(ArchiveError):
+        install_wheel(wheel, root, "3.13", "/usr/bin/python3.13")
+    assert not root.exists() and not (tmp_path / "escape").exists()
+
+
+def test_a_hostile_locked_file_name_cannot_place_the_wheel_link(tmp_path: Path) -> None:
+    """The lock's schema refuses such a name; the wheel stage refuses it again on its own."""
+    from hardflow.build.rootfs import WheelInput, assemble_wheels
+    from hardflow.lock.model import LockedWheel
+    from hardflow.spec import parse_spec
+
+    wheel = build_wheel(tmp_path / "w", "alpha", "1.0")
+    victim = tmp_path / "victim.whl"
+    victim.write_text("host file")
+    spec = parse_spec({"name": "t/x", "tag": "1",
+                       "debian": {"suites": ["trixie"], "packages": ["a1"]},
+                       "python": {"version": "3.13"}}, "t.toml")  # fmt: skip
+    hostile = LockedWheel("alpha", "1.0", "../victim.whl", "0" * 64, 0)
+    with pytest.raises(ArchiveError, match=r"'\.\.' component"):
+        assemble_wheels(spec, "wheels-0", [WheelInput(hostile, wheel)], tmp_path / "stage",
+                        tmp_path / "links")  # fmt: skip
+    assert victim.read_text() == "host file" and not victim.is_symlink()

@@ -235,7 +235,7 @@ def test_failure_names_command_and_trims_stderr(bindir: Path) -> None:
     with pytest.raises(EngineError) as info:
         eng.stop(engine, "c1", timeout=3)
     msg = info.value.message
-    assert "podman stop --time 3 c1" in msg
+    assert "podman stop --time 3 -- c1" in msg
     assert "exit status 125" in msg
     assert "boom happened" in msg
     assert "systemd connection" not in msg
@@ -260,7 +260,7 @@ def test_run_container_removes_half_created_container(bindir: Path, tmp_path: Pa
     engine = Engine("podman", str(bindir / "podman"))
     with pytest.raises(EngineError, match="address already in use"):
         eng.run_container(engine, RunOptions(image="i", name="c1"))
-    assert "rm --force c1" in calls.read_text()
+    assert "rm --force -- c1" in calls.read_text()
     assert state.read_text() == "none\n"
 
 

@@ -1,20 +1,17 @@
-"""Tests for hardflow.run.runner: run options, the Airflow REST client against a fake API on
-127.0.0.1, and (marked podman) start / wait_healthy / stop with a tiny busybox image."""
+"""Tests for hardflow.run.runner: run options, the password files, and (marked podman) start /
+wait_healthy / stop with a tiny busybox image. The REST client is test_run_airflow_api.py; name
+checks and ownership labels are test_run_names.py."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import subprocess
 import tarfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -23,7 +20,6 @@ from hardflow.run import engine as eng
 from hardflow.run import runner
 from hardflow.run.engine import Engine
 from hardflow.run.runner import RunRequest
-from helpers.loopback_http import serve
 
 # --------------------------------------------------------------------------------------------
 # run options (pure)
@@ -80,168 +76,6 @@ def test_parse_password() -> None:
         runner.parse_password(b'{"other": "x"}')
     with pytest.raises(EngineError, match="not JSON"):
         runner.parse_password(b"admin:pw")
-
-
-def test_render_log_structured_and_plain() -> None:
-    text = runner.render_log(
-        [{"event": "hello", "timestamp": "T1", "level": "info"}, {"event": "bye"}, "raw line"]
-    )
-    assert text.splitlines() == ["[T1] INFO - hello", "bye", "raw line"]
-    assert runner.render_log(None) == ""
-
-
-# --------------------------------------------------------------------------------------------
-# a fake Airflow 3 API
-
-
-@dataclass
-class FakeAirflow:
-    password: str = "pw"
-    dag_id: str = "example_dag"
-    parse_after: int = 1  # GET /dags/{id} answers 404 this many times first
-    states: list[str] = field(default_factory=lambda: ["queued", "running", "success"])
-    calls: list[tuple[str, str, Any, str | None]] = field(default_factory=list)
-    paused: bool = True
-    token: str = "jwt-abc"
-
-    def handle(self, method: str, path: str, body: Any, auth: str | None) -> tuple[int, Any]:
-        self.calls.append((method, path, body, auth))
-        run_id = "manual__2026-01-01T00:00:00+00:00"
-        dag = f"/api/v2/dags/{self.dag_id}"
-        run = f"{dag}/dagRuns/{run_id}"
-        if path == "/auth/token" and method == "POST":
-            if body != {"username": "admin", "password": self.password}:
-                return 401, {"detail": "Invalid credentials"}
-            return 201, {"access_token": self.token}
-        if auth != f"Bearer {self.token}":
-            return 401, {"detail": "Not authenticated"}
-        if path == dag and method == "GET":
-            if self.parse_after > 0:
-                self.parse_after -= 1
-                return 404, {"detail": "Dag not found"}
-            return 200, {"dag_id": self.dag_id, "is_paused": self.paused}
-        if path == dag and method == "PATCH":
-            self.paused = bool(body["is_paused"])
-            return 200, {"dag_id": self.dag_id, "is_paused": self.paused}
-        if path == f"{dag}/dagRuns" and method == "POST":
-            if self.paused or "logical_date" not in body or body["logical_date"] is not None:
-                return 400, {"detail": "bad trigger"}
-            return 200, {"dag_run_id": run_id, "state": "queued"}
-        if path == run and method == "GET":
-            state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
-            return 200, {"dag_run_id": run_id, "state": state}
-        if path == f"{run}/taskInstances":
-            return 200, {
-                "task_instances": [
-                    {"task_id": "hello", "state": "success", "try_number": 1, "map_index": -1},
-                    {"task_id": "skipped", "state": "upstream_failed", "try_number": 0},
-                ],
-                "total_entries": 2,
-            }
-        if path == f"{run}/taskInstances/hello/logs/1":
-            return 200, {"content": [{"event": "Hello from hardflow"}], "continuation_token": None}
-        return 404, {"detail": f"no route {method} {path}"}
-
-
-@pytest.fixture
-def fake_api() -> Iterator[tuple[str, FakeAirflow]]:
-    fake = FakeAirflow()
-
-    class Handler(BaseHTTPRequestHandler):
-        def _do(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            if raw and self.headers.get("Content-Type") != "application/json":
-                self.send_response(415)
-                self.end_headers()
-                return
-            body = json.loads(raw) if raw else None
-            path = unquote(urlsplit(self.path).path)
-            status, doc = fake.handle(self.command, path, body, self.headers.get("Authorization"))
-            data = json.dumps(doc).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = do_PATCH = _do
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    with serve(Handler) as port:
-        yield f"http://127.0.0.1:{port}", fake
-
-
-def _no_sleep(_: float) -> None:
-    pass
-
-
-def test_trigger_dag_full_flow(fake_api: tuple[str, FakeAirflow]) -> None:
-    url, fake = fake_api
-    seen: list[str] = []
-    result = runner.trigger_dag(
-        url, "admin", "pw", "example_dag", timeout=30, sleep=_no_sleep, on_progress=seen.append
-    )
-    assert result.ok and result.state == "success"
-    assert result.run_id == "manual__2026-01-01T00:00:00+00:00"
-    assert [t.task_id for t in result.tasks] == ["hello", "skipped"]
-    assert result.tasks[0].log == "Hello from hardflow"
-    assert result.tasks[1].log == ""  # never ran: no log fetched
-    assert not fake.paused
-    methods = [(m, p) for m, p, _, _ in fake.calls]
-    assert methods[0] == ("POST", "/auth/token")
-    # unpaused before triggering
-    assert methods.index(("PATCH", "/api/v2/dags/example_dag")) < methods.index(
-        ("POST", "/api/v2/dags/example_dag/dagRuns")
-    )
-    assert all(auth == "Bearer jwt-abc" for _, p, _, auth in fake.calls if p != "/auth/token")
-    assert any("parse" in s for s in seen)
-
-
-def test_trigger_dag_failed_run_is_returned(fake_api: tuple[str, FakeAirflow]) -> None:
-    url, fake = fake_api
-    fake.states = ["running", "failed"]
-    result = runner.trigger_dag(url, "admin", "pw", "example_dag", timeout=30, sleep=_no_sleep)
-    assert result.state == "failed" and not result.ok
-
-
-def test_trigger_dag_bad_password(fake_api: tuple[str, FakeAirflow]) -> None:
-    url, _ = fake_api
-    with pytest.raises(EngineError, match=r"auth/token answered HTTP 401.*Invalid credentials"):
-        runner.trigger_dag(url, "admin", "wrong", "example_dag", timeout=30, sleep=_no_sleep)
-
-
-def test_trigger_dag_times_out_when_dag_never_appears(fake_api: tuple[str, FakeAirflow]) -> None:
-    url, fake = fake_api
-    fake.parse_after = 10**6
-    ticks = iter(range(0, 10**6, 5))
-    with pytest.raises(EngineError, match="did not appear"):
-        runner.trigger_dag(
-            url, "admin", "pw", "example_dag", timeout=20,
-            sleep=_no_sleep, clock=lambda: float(next(ticks)),
-        )  # fmt: skip
-
-
-def test_trigger_dag_times_out_on_a_stuck_run(fake_api: tuple[str, FakeAirflow]) -> None:
-    url, fake = fake_api
-    fake.parse_after = 0
-    fake.states = ["running"]
-    ticks = iter(range(0, 10**6, 5))
-    with pytest.raises(EngineError, match="did not finish"):
-        runner.trigger_dag(
-            url, "admin", "pw", "example_dag", timeout=20,
-            sleep=_no_sleep, clock=lambda: float(next(ticks)),
-        )  # fmt: skip
-
-
-def test_trigger_dag_unreachable() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with pytest.raises(EngineError, match="failed"):
-        runner.trigger_dag(f"http://127.0.0.1:{port}", "admin", "pw", "d", timeout=5)
 
 
 # --------------------------------------------------------------------------------------------

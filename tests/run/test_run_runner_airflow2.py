@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from hardflow.errors import EngineError
-from hardflow.run import runner
+from hardflow.run import airflow_api, runner
 from hardflow.run.engine import Engine
 from helpers.loopback_http import serve
 
@@ -107,7 +107,7 @@ def _no_sleep(_: float) -> None:
 
 def test_trigger_dag_on_airflow_2(fake2: tuple[str, FakeAirflow2]) -> None:
     url, fake = fake2
-    result = runner.trigger_dag(url, "admin", "pw", "example", timeout=30, sleep=_no_sleep)
+    result = airflow_api.trigger_dag(url, "admin", "pw", "example", timeout=30, sleep=_no_sleep)
     assert result.ok and result.run_id == RUN_ID
     (task,) = result.tasks
     assert (task.task_id, task.state, task.log) == ("say", "success", LOG_TEXT)
@@ -125,14 +125,14 @@ def test_trigger_dag_on_airflow_2(fake2: tuple[str, FakeAirflow2]) -> None:
 def test_trigger_dag_on_airflow_2_wrong_password(fake2: tuple[str, FakeAirflow2]) -> None:
     url, _ = fake2
     with pytest.raises(EngineError, match="HTTP 401 with basic auth"):
-        runner.trigger_dag(url, "admin", "nope", "example", timeout=30, sleep=_no_sleep)
+        airflow_api.trigger_dag(url, "admin", "nope", "example", timeout=30, sleep=_no_sleep)
 
 
 def test_trigger_dag_on_airflow_2_without_basic_auth(fake2: tuple[str, FakeAirflow2]) -> None:
     url, fake = fake2
     fake.basic_auth = False
     with pytest.raises(EngineError) as info:
-        runner.trigger_dag(url, "admin", "pw", "example", timeout=30, sleep=_no_sleep)
+        airflow_api.trigger_dag(url, "admin", "pw", "example", timeout=30, sleep=_no_sleep)
     assert "auth_backends" in str(info.value.message)
     assert "basic_auth" in str(info.value.hint)
 
@@ -141,7 +141,7 @@ def test_trigger_dag_on_something_else(fake2: tuple[str, FakeAirflow2]) -> None:
     url, fake = fake2
     fake.handle = lambda *a: (404, {"title": "nothing"}, "application/json")  # type: ignore[method-assign]
     with pytest.raises(EngineError, match="neither an Airflow 3 API server"):
-        runner.trigger_dag(url, "admin", "pw", "example", timeout=30, sleep=_no_sleep)
+        airflow_api.trigger_dag(url, "admin", "pw", "example", timeout=30, sleep=_no_sleep)
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,6 +161,7 @@ def test_admin_password_falls_back_to_the_fab_file(monkeypatch: pytest.MonkeyPat
         return files[path]
 
     monkeypatch.setattr(runner.eng, "read_file", read_file)
+    monkeypatch.setattr(runner.eng, "container_labels", lambda e, n: {runner.MANAGED_LABEL: "true"})
     engine = Engine("podman", "/usr/bin/podman")
     assert runner.admin_password(engine, "c") == "fab-secret"
     files[runner.PASSWORD_FILE] = b'{"admin": "simple-secret"}'

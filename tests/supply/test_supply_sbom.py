@@ -457,7 +457,7 @@ def test_cli(world: SbomWorld, tmp_path: Path) -> None:
 
 
 def test_tampered_layer_is_refused(world: SbomWorld, tmp_path: Path) -> None:
-    from hardflow.errors import ArchiveError
+    from hardflow.errors import ImageError
 
     result = world.build("a")
     copy = tmp_path / "copy"
@@ -465,7 +465,7 @@ def test_tampered_layer_is_refused(world: SbomWorld, tmp_path: Path) -> None:
     blob = copy / "blobs/sha256" / result.image.layers[0].digest[7:]
     blob.unlink()
     blob.write_bytes(result.image.layers[0].path.read_bytes()[:-8] + b"\0" * 8)
-    with pytest.raises(ArchiveError, match="does not match its digest"):
+    with pytest.raises(ImageError, match="does not match its digest"):
         read_image(copy)
 
 

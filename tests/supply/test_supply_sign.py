@@ -408,3 +408,14 @@ def test_cosign_verifies_our_payload_signature_as_a_blob(cosign: Path, tmp_path:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "Verified OK" in done.stderr
+
+
+def test_split_modules_and_the_names_sign_still_exports() -> None:
+    from hardflow.supply import keys, sign, verify
+
+    for name in ("PASSWORD_ENV", "read_password", "load_public_key", "load_private_key",
+                 "write_key_pair"):  # fmt: skip
+        assert getattr(sign, name) is getattr(keys, name)
+    for name in ("VerifyError", "verify_layout", "repository_of"):
+        assert getattr(sign, name) is getattr(verify, name)
+    assert callable(sign.sign_layout) and callable(sign.signer) and callable(sign.sign_image)

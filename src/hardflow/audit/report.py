@@ -26,6 +26,19 @@ _TAG = {
 ACCEPTED_TAG = "ACPT"
 
 
+def printable(text: str) -> str:
+    """``text`` with unprintable characters escaped (``\\n``, ``\\x1b``, ``\\udcff``).
+
+    Item subjects come from the audited input (member names, env, labels, history): a name
+    from a hostile image must not start a report line of its own or drive the terminal.
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+
+
 def tag(finding: Finding) -> str:
     return ACCEPTED_TAG if finding.is_accepted else _TAG[finding.level]
 
@@ -43,11 +56,11 @@ def summary_line(report: Report) -> str:
 
 
 def render_text(report: Report, exit_level: Level | None = Level.WARN) -> str:
-    lines = [f"hardflow audit {report.kind}: {report.target}"]
+    lines = [f"hardflow audit {report.kind}: {printable(report.target)}"]
     for key, value in report.facts:
-        lines.append(f"  {key}: {value}")
+        lines.append(f"  {key}: {printable(value)}")
     for source in report.exceptions_applied:
-        lines.append(f"  accepted findings from: {source}")
+        lines.append(f"  accepted findings from: {printable(source)}")
     for group, findings in _groups(report):
         lines.append("")
         lines.append(f"[INFO] {group}")
@@ -55,17 +68,17 @@ def render_text(report: Report, exit_level: Level | None = Level.WARN) -> str:
             lines.append(f"[{tag(finding)}] {finding.id} - {finding.check.title}")
             pad = " " * (len(tag(finding)) + 3)
             for item in finding.items:
-                where = f" [{item.location}]" if item.location else ""
-                lines.append(f"{pad}* {item}{where}")
+                where = f" [{printable(item.location)}]" if item.location else ""
+                lines.append(f"{pad}* {printable(str(item))}{where}")
             by_reason: dict[str, list[str]] = {}
             for acc in finding.accepted:
-                where = f" [{acc.item.location}]" if acc.item.location else ""
-                by_reason.setdefault(acc.reason, []).append(f"{acc.item}{where}")
+                where = f" [{printable(acc.item.location)}]" if acc.item.location else ""
+                by_reason.setdefault(acc.reason, []).append(f"{printable(str(acc.item))}{where}")
             for reason, accepted in by_reason.items():
                 lines.extend(f"{pad}~ {text}" for text in accepted)
-                lines.append(f"{pad}  accepted: {reason}")
+                lines.append(f"{pad}  accepted: {printable(reason)}")
             if finding.note and (finding.level != Level.PASS or finding.accepted):
-                lines.append(f"{pad}  {finding.note}")
+                lines.append(f"{pad}  {printable(finding.note)}")
             if finding.items:
                 lines.append(f"{pad}  fix: {finding.check.remediation}")
     lines.append("")

@@ -1,7 +1,8 @@
 """Static figures of an image, read from its layer tars the same way for every image.
 
-Both images of the comparison are measured by this one function from their layers (gzip'd or
-plain tars, applied in order with OCI whiteouts), so no figure depends on how the image was
+Both images of the comparison are measured by this one function from their layers (gzip'd,
+zstd'd or plain tars, read once each through the image reader and applied in order with OCI
+whiteouts), so no figure depends on how the image was
 made: sizes are the uncompressed tar streams, and the same streams compressed here with gzip
 level 6 and zstd level 3 (the levels registries and ``podman push --compression-format`` use by
 default); files are the regular files of the final tree; Debian packages are the installed
@@ -16,20 +17,17 @@ import posixpath
 import stat
 import tarfile
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
-from hardflow.errors import BuildError
 from hardflow.oci.layer import ZSTD_LEVEL as LAYER_ZSTD_LEVEL
-from hardflow.oci.layer import open_layer, zstd_compressor
+from hardflow.oci.layer import zstd_compressor
+from hardflow.oci.stream import merge_layer, normalize_member, open_layer_file, whiteout_target
 
 GZIP_LEVEL = 6
 ZSTD_LEVEL = LAYER_ZSTD_LEVEL
-_CHUNK = 1 << 20
-_WHITEOUT = ".wh."
-_OPAQUE = ".wh..wh..opq"
+_MAX_STATUS = 64 << 20  # a dpkg status file larger than this is refused, not read
 _STATUS = "var/lib/dpkg/status"
 _STATUS_D = "var/lib/dpkg/status.d/"
 
@@ -78,38 +76,29 @@ class ImageMetrics:
 
 
 def apply_layer(tree: dict[str, Node], members: Iterable[tuple[str, Node]]) -> None:
-    """Apply one layer's entries to ``tree`` (OCI whiteout and opaque-directory rules)."""
+    """Apply one layer's entries to ``tree`` (OCI whiteout and opaque-directory rules, through
+    :func:`hardflow.oci.stream.merge_layer`); parent directories a tar omits are added."""
+    entries: list[tuple[str, Node]] = []
+    whiteouts: list[str] = []
     for raw, node in members:
         path = normalize(raw)
         if not path:
             continue
-        base = posixpath.basename(path)
+        if whiteout_target(path) is not None:
+            whiteouts.append(path)
+        else:
+            entries.append((path, node))
+    merge_layer(tree, entries, whiteouts, lambda node: node.kind == "dir")
+    for path, _ in entries:
         parent = posixpath.dirname(path)
-        if base == _OPAQUE:
-            prefix = parent + "/" if parent else ""
-            for key in [k for k in tree if k.startswith(prefix) and k != parent]:
-                del tree[key]
-            continue
-        if base.startswith(_WHITEOUT):
-            gone = posixpath.join(parent, base[len(_WHITEOUT):])
-            for key in [k for k in tree if k == gone or k.startswith(gone + "/")]:
-                del tree[key]
-            continue
-        old = tree.get(path)
-        if old is not None and old.kind == "dir" and node.kind != "dir":
-            for key in [k for k in tree if k.startswith(path + "/")]:
-                del tree[key]
         while parent and parent not in tree:  # a tar may omit parent directories
             tree[parent] = Node("dir", 0o755, 0)
             parent = posixpath.dirname(parent)
-        tree[path] = node
 
 
 def normalize(name: str) -> str:
-    name = name.strip("/")
-    while name.startswith("./"):
-        name = name[2:]
-    return "" if name in (".", "") else posixpath.normpath(name)
+    """A member name as a path below the root (``./usr/bin/`` → ``usr/bin``)."""
+    return normalize_member(name)
 
 
 def resolve(tree: Mapping[str, Node], path: str, limit: int = 40) -> str | None:
@@ -153,12 +142,12 @@ def path_binaries(tree: Mapping[str, Node], path_env: str) -> tuple[str, ...]:
         seen_dirs.add(real)
         prefix = real + "/"
         for key in tree:
-            if not key.startswith(prefix) or "/" in key[len(prefix):]:
+            if not key.startswith(prefix) or "/" in key[len(prefix) :]:
                 continue
             target = resolve(tree, key)
             node = tree.get(target) if target else None
             if node is not None and node.kind == "file" and node.mode & 0o111:
-                names.add(key[len(prefix):])
+                names.add(key[len(prefix) :])
     return tuple(sorted(names))
 
 
@@ -209,51 +198,54 @@ def summarise_tree(
 # the I/O shell
 
 
-def _open_stream(path: Path) -> IO[bytes]:
-    """The layer's tar stream, whether the blob is gzip, zstd or a plain tar."""
-    return open_layer(path)
-
-
-def _sizes(path: Path) -> tuple[int, int, int]:
-    """(uncompressed, gzip -6, zstd -3) sizes of one layer's tar stream.
+class _Sizes:
+    """Counts the uncompressed tar stream and what gzip -6 and zstd -3 make of it.
 
     zstd with the settings ``hardflow build --compression zstd`` writes layers with, so the
     figure is the size of that build's layer blobs."""
-    deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
-    zstd = zstd_compressor().compressobj()
-    raw = gz = zs = 0
-    with _open_stream(path) as stream:
-        while chunk := stream.read(_CHUNK):
-            raw += len(chunk)
-            gz += len(deflate.compress(chunk))
-            zs += len(zstd.compress(chunk))
-    gz += len(deflate.flush())
-    zs += len(zstd.flush())
-    return raw, gz, zs
+
+    def __init__(self) -> None:
+        self.raw = self.gz = self.zs = 0
+        self._deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+        self._zstd = zstd_compressor().compressobj()
+
+    def feed(self, chunk: bytes) -> None:
+        self.raw += len(chunk)
+        self.gz += len(self._deflate.compress(chunk))
+        self.zs += len(self._zstd.compress(chunk))
+
+    def close(self) -> tuple[int, int, int]:
+        self.gz += len(self._deflate.flush())
+        self.zs += len(self._zstd.flush())
+        return self.raw, self.gz, self.zs
 
 
-def _members(path: Path, texts: dict[str, str]) -> Iterator[tuple[str, Node]]:
-    try:
-        with _open_stream(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-            for m in tar:
-                name = normalize(m.name)
-                if m.isreg():
-                    node = Node("file", m.mode, m.size)
-                    if name == _STATUS or name.startswith(_STATUS_D):
-                        data = tar.extractfile(m)
-                        if data is not None:
-                            texts[name] = data.read().decode("utf-8", "replace")
-                elif m.isdir():
-                    node = Node("dir", m.mode, 0)
-                elif m.issym():
-                    node = Node("symlink", m.mode, 0, m.linkname)
-                elif m.islnk():
-                    node = Node("file", m.mode, 0, normalize(m.linkname))
-                else:
-                    node = Node("other", m.mode, 0)
-                yield m.name, node
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise BuildError(f"cannot read image layer {path}: {exc}") from None
+def _node(member: tarfile.TarInfo) -> Node:
+    if member.isreg():
+        return Node("file", member.mode, member.size)
+    if member.isdir():
+        return Node("dir", member.mode, 0)
+    if member.issym():
+        return Node("symlink", member.mode, 0, member.linkname)
+    if member.islnk():
+        return Node("file", member.mode, 0, normalize(member.linkname))
+    return Node("other", member.mode, 0)
+
+
+def _read_layer(
+    path: Path, texts: dict[str, str]
+) -> tuple[tuple[int, int, int], list[tuple[str, Node]]]:
+    """One pass over a layer through the image reader: its sizes and its members (the dpkg
+    status texts go to ``texts``)."""
+    sizes = _Sizes()
+    members: list[tuple[str, Node]] = []
+    with open_layer_file(path, label=f"image layer {path}", tap=sizes.feed) as layer:
+        for member in layer:
+            name = normalize(member.name)
+            if member.isreg() and (name == _STATUS or name.startswith(_STATUS_D)):
+                texts[name] = layer.read(member, _MAX_STATUS).decode("utf-8", "replace")
+            members.append((member.name, _node(member)))
+    return sizes.close(), members
 
 
 def measure_layers(layer_paths: Sequence[Path], path_env: str) -> ImageMetrics:
@@ -262,9 +254,9 @@ def measure_layers(layer_paths: Sequence[Path], path_env: str) -> ImageMetrics:
     texts: dict[str, str] = {}
     raw = gz = zs = 0
     for path in layer_paths:
-        r, g, z = _sizes(path)
+        (r, g, z), members = _read_layer(path, texts)
         raw, gz, zs = raw + r, gz + g, zs + z
-        apply_layer(tree, _members(path, texts))
+        apply_layer(tree, members)
     files, entries, debs, setid, binaries, dists = summarise_tree(tree, texts, path_env)
     return ImageMetrics(
         layers=len(layer_paths),

@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from hardflow.contract import AIRFLOW_HOME
 from hardflow.errors import BuildError
 from hardflow.lock.model import LockedWheel
 from hardflow.oci.layer import Layer, gzip_header
@@ -36,7 +37,8 @@ from hardflow.oci.writer import ImageConfig, ImageResult, write_docker_archive, 
 from hardflow.spec import ImageSpec
 
 VENV = "/opt/venv"
-AIRFLOW_HOME = "/opt/airflow"
+# The reference keeps the image contract's AIRFLOW_HOME (as the official image does), so the
+# bench mounts its volume and probes its API the same way for both images.
 DEBIAN_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 PATH_ENV = f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Paths that a build tool mounts or that hold only build-time state: never part of a layer.

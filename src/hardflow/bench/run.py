@@ -39,6 +39,7 @@ from hardflow.bench.reference import PATH_ENV, ReferenceBuilder, ReferenceInputs
 from hardflow.bench.report import SCHEMA, render_markdown, targets
 from hardflow.bench.runtime import RunTarget, RuntimeSample, measure_runtime
 from hardflow.bench.stats import stat
+from hardflow.contract import local_reference
 from hardflow.errors import BuildError, FetchError
 from hardflow.fsutil import atomic_write
 from hardflow.lock.fetch import Cache
@@ -219,7 +220,7 @@ def run_bench(options: BenchOptions, say: Say = _quiet) -> dict[str, Any]:
         hf_static = measure_layers(_layer_paths(hf_build), hf_env)
         images: dict[str, Any] = {
             "hardflow": {
-                "reference": f"localhost/{spec.reference}",
+                "reference": local_reference(spec.reference),
                 "static": hf_static.to_json(),
                 "layer_sizes": {
                     layer.name: layer.size for layer in hf_build.result.image.layers
@@ -239,7 +240,7 @@ def run_bench(options: BenchOptions, say: Say = _quiet) -> dict[str, Any]:
         if ref_builder is not None and ref_image is not None:
             ref_static = measure_layers([layer.path for layer in ref_image.layers], PATH_ENV)
             images["reference"] = {
-                "reference": f"localhost/{ref_image.reference}",
+                "reference": local_reference(ref_image.reference),
                 "static": ref_static.to_json(),
                 "build": {
                     "cold_s": _stats(ref_cold),
@@ -294,7 +295,7 @@ def _core(spec_arg: str, work: Path, cache: Cache, say: Say) -> dict[str, Any]:
     built = timed_build(spec, read_lock(lock_path), lock_path, work / "core", cache)
     env = image_path_env([f"{k}={v}" for k, v in spec.env.items()])
     return {
-        "reference": f"localhost/{spec.reference}",
+        "reference": local_reference(spec.reference),
         "static": measure_layers(_layer_paths(built), env).to_json(),
         "build": {"warm_full_s": _stats([built.seconds])},
     }

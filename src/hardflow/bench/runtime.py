@@ -23,14 +23,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hardflow.contract import AIRFLOW_HOME, API_PORT
 from hardflow.errors import EngineError
 from hardflow.run import engine as eng
+from hardflow.run.airflow_api import trigger_dag
 from hardflow.run.engine import Engine, PortMapping, RunOptions
-from hardflow.run.runner import admin_password, trigger_dag
+from hardflow.run.runner import admin_password
 
 HEALTH_PATH = "/api/v2/monitor/health"
 COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
-AIRFLOW_HOME = "/opt/airflow"
 Say = Callable[[str], None]
 _INTERPRETERS = ("python", "python3")
 
@@ -226,7 +227,7 @@ class RunTarget:
             no_new_privileges=self.hardened,
             tmpfs=("/tmp",) if self.hardened else (),
             volumes={volume: AIRFLOW_HOME},
-            ports=(PortMapping(port, 8080),),
+            ports=(PortMapping(port, API_PORT),),
             env=dict(self.env),
             labels={"io.hardflow.bench": "true"},
             stop_timeout=30,

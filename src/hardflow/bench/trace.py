@@ -29,9 +29,11 @@ from typing import Any
 from hardflow.bench.runtime import free_port, wait_api_healthy
 from hardflow.build.prune import PRUNE_RULES, rule_for
 from hardflow.errors import BuildError, EngineError
-from hardflow.oci.layer import open_layer
+from hardflow.oci.reader import layout_blob_path
+from hardflow.oci.stream import open_tar_stream
 from hardflow.run import engine as eng
-from hardflow.run.runner import admin_password, trigger_dag
+from hardflow.run.airflow_api import trigger_dag
+from hardflow.run.runner import BENCH_LABEL, admin_password
 
 ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -47,8 +49,10 @@ ENTRYPOINT = ["/usr/bin/tini", "-e", "143", "--", "/usr/bin/python3.13",
 
 
 def extract(layers: Iterable[Path], dest: Path) -> None:
+    """Unpack our own image's layers as they are (set-id bits, owners): the reader opens and
+    decompresses each blob; tarfile writes the tree."""
     for layer in layers:
-        with open_layer(layer) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        with open_tar_stream(layer) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             tar.extractall(dest, filter="fully_trusted", numeric_owner=True)
 
 
@@ -115,7 +119,8 @@ def run_workload(root: Path, name: str, home: Path) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     argv = [
-        engine.path, "run", "--detach", "--name", name, "--cap-drop=ALL",
+        engine.path, "run", "--detach", "--name", name, "--label", f"{BENCH_LABEL}=true",
+        "--cap-drop=ALL",
         "--security-opt", "no-new-privileges", "--user", "50000:0",
         "--tmpfs", "/tmp:rw,nosuid,nodev,mode=1777",
         "--mount", f"type=bind,source={home},target=/opt/airflow",
@@ -171,7 +176,7 @@ def main(argv: list[str]) -> int:
 
 
 def layer_path(build_dir: Path, digest: str) -> str:
-    path = build_dir / "oci/blobs/sha256" / digest.split(":", 1)[1]
+    path = layout_blob_path(build_dir / "oci", digest)  # the digest is checked first
     if not path.is_file():
         raise BuildError(f"layer {digest} is missing from {build_dir}/oci")
     return str(path)

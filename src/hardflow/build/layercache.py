@@ -1,8 +1,8 @@
 """The per-layer build cache: finished layer blobs keyed by everything that went into them.
 
 A build is cut into *stages*; each stage makes one or more layers from its own inputs only
-(see :mod:`hardflow.build.rootfs`): the Debian stage (``debian-base`` + ``python-runtime``) from the
-``.deb`` files, one stage per wheel layer from that layer's wheels, the ``hardflow`` stage from
+(see :mod:`hardflow.build.rootfs`): the Debian stage (``debian-base`` + ``python-runtime``) from
+the ``.deb`` files, one stage per wheel layer from that layer's wheels, the ``hardflow`` stage from
 the spec. A stage's *key* is the sha256 of a canonical JSON document naming every input: the
 artifacts' sha256s, the diff_ids of the tree it is compiled in, the spec fields it reads,
 SOURCE_DATE_EPOCH, the compression, the bytecode compiler and a fingerprint of the builder's
@@ -15,6 +15,11 @@ content-addressed store beside the downloads (``<cache>/sha256/…``). Both are 
 temporary file renamed into place, the blob first, so an entry never names a missing blob. On
 reuse every blob is hashed again; a blob that is missing or does not match its digest makes the
 entry a miss (and is removed), so the stage is rebuilt.
+
+Entries are read back from disk, so they are input like any other: keys and digests must be
+``sha256`` hex before they become file names, and every path used is checked by
+:func:`hardflow.fsutil.confined` (below the cache root, no symlinked component), so an edited
+entry can neither make the cache read nor delete a file elsewhere.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import zlib
@@ -36,10 +42,13 @@ import zstandard
 
 from hardflow import __version__
 from hardflow.errors import BuildError
+from hardflow.fsutil import ConfinementError, confined
 from hardflow.lock.fetch import Cache, sha256_file
 from hardflow.oci.layer import COMPRESSIONS, Compression, Layer
 
 CACHE_FORMAT = 1
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -73,8 +82,8 @@ def stage_key(parts: Mapping[str, Any]) -> str:
 # The files the spec copies into the image (image/entrypoint.py, ...) are not here: their
 # contents are part of the spec checksum in the hardflow layer's key.
 BUILDER_SOURCES = (
-    "__init__.py", "build.py", "layercache.py", "layers.py", "rootfs.py", "prune.py",
-    "spec.py", "lock.py", "debian/", "pypi/",
+    "__init__.py", "build/", "fsutil.py", "spec.py", "lock/model.py", "debian/", "pypi/",
+    "oci/layer.py",
 )  # fmt: skip
 
 
@@ -112,6 +121,18 @@ def _layer_json(layer: Layer) -> dict[str, Any]:
     }
 
 
+def _count(value: object, what: str) -> int:
+    if type(value) is not int or value < 0:  # bool is an int to Python, not to the cache
+        raise ValueError(f"{what} is {value!r}, expected a non-negative integer")
+    return value
+
+
+def _digest(value: object, what: str) -> str:
+    if not isinstance(value, str) or not _DIGEST.fullmatch(value):
+        raise ValueError(f"{what} is {value!r}, expected 'sha256:' and 64 lowercase hex digits")
+    return value
+
+
 def _layer_from_json(data: Mapping[str, Any], path: Path) -> Layer:
     compression = data["compression"]
     if compression not in COMPRESSIONS:
@@ -120,11 +141,11 @@ def _layer_from_json(data: Mapping[str, Any], path: Path) -> Layer:
     return Layer(
         name=str(data["name"]),
         path=path,
-        digest=str(data["digest"]),
-        diff_id=str(data["diff_id"]),
-        size=int(data["size"]),
-        uncompressed_size=int(data["uncompressed_size"]),
-        file_count=int(data["file_count"]),
+        digest=_digest(data["digest"], "digest"),
+        diff_id=_digest(data["diff_id"], "diff_id"),
+        size=_count(data["size"], "size"),
+        uncompressed_size=_count(data["uncompressed_size"], "uncompressed_size"),
+        file_count=_count(data["file_count"], "file_count"),
         compression=comp,
     )
 
@@ -151,14 +172,22 @@ class LayerCache:
         self.root = store.root / "layers"
 
     def entry_path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.json"
+        if not isinstance(key, str) or not _HEX64.fullmatch(key):
+            raise BuildError(f"internal: layer cache key {key!r} is not a sha256 hex digest")
+        return confined(self.store.root, f"layers/{key[:2]}/{key}.json")
 
     def blob_path(self, digest: str) -> Path:
-        return self.store.path_for(digest.removeprefix("sha256:"))
+        """The store's path for ``digest`` (``sha256:<hex>``); ValueError for anything else."""
+        hex_ = _digest(digest, "layer digest").removeprefix("sha256:")
+        path = self.store.path_for(hex_)
+        return confined(self.store.root, path.relative_to(self.store.root).as_posix())
 
     def get(self, key: str) -> Lookup:
         """The stored output of the stage ``key``, its blobs verified; a miss otherwise."""
-        entry = self.entry_path(key)
+        try:
+            entry = self.entry_path(key)
+        except ConfinementError as exc:
+            return Lookup(None, f"layer cache: {exc.message}; the stage was rebuilt")
         try:
             raw = entry.read_bytes()
         except FileNotFoundError:
@@ -170,7 +199,7 @@ class LayerCache:
             if data.get("key") != key:
                 raise ValueError("the entry belongs to another key")
             layers = tuple(
-                _layer_from_json(x, self.blob_path(str(x["digest"]))) for x in data["layers"]
+                _layer_from_json(x, self.blob_path(x["digest"])) for x in data["layers"]
             )
             output = StageOutput(
                 key=key,
@@ -181,7 +210,9 @@ class LayerCache:
                 dropped_files=int(data.get("dropped_files", 0)),
                 notes=tuple(data.get("notes", ())),
             )
-        except (ValueError, KeyError, TypeError) as exc:
+        except (
+            ValueError, KeyError, TypeError, AttributeError, RecursionError, ConfinementError
+        ) as exc:
             entry.unlink(missing_ok=True)
             return Lookup(None, f"unreadable layer cache entry {entry} ({exc}); rebuilt")
         for layer in output.layers:
@@ -195,11 +226,15 @@ class LayerCache:
     def put(self, output: StageOutput) -> StageOutput:
         """Store the output's blobs and entry; the returned layers point at the stored blobs."""
         stored: list[Layer] = []
-        for layer in output.layers:
-            target = self.blob_path(layer.digest)
-            if not (target.is_file() and _check_blob(replace(layer, path=target)) is None):
-                _store_blob(layer.path, target)
-            stored.append(replace(layer, path=target))
+        try:
+            for layer in output.layers:
+                target = self.blob_path(layer.digest)
+                if not (target.is_file() and _check_blob(replace(layer, path=target)) is None):
+                    _store_blob(layer.path, target)
+                stored.append(replace(layer, path=target))
+            entry = self.entry_path(output.key)
+        except (ValueError, ConfinementError) as exc:
+            raise BuildError(f"cannot store stage {output.key} in the layer cache: {exc}") from None
         result = replace(output, layers=tuple(stored))
         doc = {
             "key": output.key,
@@ -212,7 +247,7 @@ class LayerCache:
         }
         data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
         try:
-            _atomic_bytes(self.entry_path(output.key), data)
+            _atomic_bytes(entry, data)
         except OSError as exc:
             raise BuildError(f"cannot write the layer cache entry {output.key}: {exc}") from None
         return result

@@ -31,19 +31,31 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
 import struct
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
 
 import zstandard
 
-from hardflow.errors import BuildError
+from hardflow.errors import ArchiveError, BuildError
+from hardflow.fsutil import (
+    ConfinementError,
+    chmod_confined,
+    confined_parts,
+    link_confined,
+    lstat_confined,
+    mkdirs_confined,
+    open_confined,
+    remove_confined,
+    symlink_confined,
+)
 from hardflow.oci.layer import (
     COMPRESSIONS,
     GZIP_LEVEL,
@@ -54,6 +66,7 @@ from hardflow.oci.layer import (
     open_layer,
     zstd_compressor,
 )
+from hardflow.oci.members import classify
 
 Owner = tuple[int, int]
 
@@ -285,6 +298,25 @@ def _stat_entry(root: Path, rel: str, owners: Mapping[str, Owner], layer: str) -
     )
 
 
+def _check_no_path_below_a_link(entries: Sequence[_Entry], layer: str) -> None:
+    """Refuse a path listed below a symlink: reading it would follow the link on the host.
+
+    The stages never record such a path (their writes never pass through a symlink); this is
+    the layer writer's own guard, so a tree from elsewhere cannot leak host files either."""
+    links = {e.name for e in entries if e.kind == b"2"}
+    if not links:
+        return
+    for entry in entries:
+        parent = entry.name.rpartition("/")[0]
+        while parent:
+            if parent in links:
+                raise BuildError(
+                    f"layer {layer!r}: path {entry.name!r} lies below the symlink {parent!r}; "
+                    "a layer never reads through a symlink"
+                )
+            parent = parent.rpartition("/")[0]
+
+
 class _Sink:
     """tar bytes in → diff_id hash; compress (gzip frame or zstd frame) → digest hash → file."""
 
@@ -393,6 +425,7 @@ def write_layer(
     owner_map = normalize_owners(owners)
     names = with_parents(spec.paths)
     entries = [_stat_entry(root, rel, owner_map, spec.name) for rel in names]
+    _check_no_path_below_a_link(entries, spec.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=out_dir, prefix=f".{spec.name}-", suffix=".tmp")
     tmp = Path(tmp_name)
@@ -497,25 +530,82 @@ class _HashingReader:
 def extract_layer(layer: Layer, dest: Path) -> None:
     """Unpack ``layer`` onto ``dest`` (created if needed), checking its diff_id.
 
-    Used to rebuild the lower layers' tree from cached blobs; the tar was written by
-    :func:`write_layer`, so it holds only plain files, directories and symlinks.
+    Used to rebuild the lower layers' tree from cached blobs. The blob was written by
+    :func:`write_layer`, but it is read back from a cache on disk, so it is treated as any
+    archive: a member :func:`hardflow.oci.members.classify` flags (absolute, ``..``, a link
+    leaving the root, a device or a FIFO) is refused, and every entry is written through
+    :mod:`hardflow.fsutil`'s confinement, so nothing is written through a symlink, whatever
+    the order of the members. Modes keep the permission bits, never setuid/setgid.
     """
     dest.mkdir(parents=True, exist_ok=True)
+    where = f"layer {layer.name} ({layer.path})"
     try:
         with open_layer(layer.path) as stream:
             reader = _HashingReader(stream)
             with tarfile.open(fileobj=reader, mode="r|") as archive:  # type: ignore[call-overload]
-                if hasattr(tarfile, "tar_filter"):  # Python >= 3.11.4
-                    archive.extractall(dest, filter="tar")
-                else:  # our own tar (its diff_id is checked below): plain files, dirs, links
-                    archive.extractall(dest)
+                dirs: list[tuple[str, int]] = []
+                for info in archive:
+                    _extract_member(archive, info, dest, where, dirs)
             while reader.read(_CHUNK):
                 pass  # the zero blocks after the end-of-archive marker
+            # directory modes last, deepest first (as tar does): a directory without write
+            # permission must still receive its contents when the build is not root
+            for rel, mode in sorted(dirs, reverse=True):
+                chmod_confined(dest, rel, mode)
+    except ConfinementError as exc:
+        raise ArchiveError(
+            f"{where}: member {exc.rel!r}: {exc.reason}",
+            hint="the cached layer is corrupt or was tampered with; remove the layer cache",
+        ) from None
     except (tarfile.TarError, OSError, EOFError, zstandard.ZstdError) as exc:
-        raise BuildError(f"cannot unpack layer {layer.name} ({layer.path}): {exc}") from None
+        raise BuildError(f"cannot unpack {where}: {exc}") from None
     actual = "sha256:" + reader.hash.hexdigest()
     if actual != layer.diff_id:
         raise BuildError(
-            f"layer {layer.name} ({layer.path}): its tar has diff_id {actual}, expected "
-            f"{layer.diff_id}; the blob is corrupt"
+            f"{where}: its tar has diff_id {actual}, expected {layer.diff_id}; the blob is corrupt"
         )
+
+
+def _extract_member(
+    archive: tarfile.TarFile,
+    info: tarfile.TarInfo,
+    dest: Path,
+    where: str,
+    dirs: list[tuple[str, int]],
+) -> None:
+    issue = classify(where, info)
+    if issue is not None:
+        detail = f" -> {issue.detail}" if issue.detail else ""
+        raise ArchiveError(
+            f"{where}: member {info.name!r}{detail}: refused ({issue.kind})",
+            hint="the cached layer is corrupt or was tampered with; remove the layer cache",
+        )
+    rel = info.name
+    mode = info.mode & 0o1777  # permission bits and sticky; never setuid/setgid
+    if not confined_parts(dest, rel):
+        return  # the root itself ("./")
+    if info.isdir():
+        mkdirs_confined(dest, rel)
+        dirs.append((rel, mode))
+    elif info.isreg():
+        data = archive.extractfile(info)
+        if data is None:
+            raise ArchiveError(f"{where}: member {rel!r} has no data")
+        _replace_dir(dest, rel)
+        with open_confined(dest, rel, mode & 0o777, replace=True) as out:
+            shutil.copyfileobj(data, out, _CHUNK)
+    elif info.issym():
+        _replace_dir(dest, rel)
+        symlink_confined(dest, rel, info.linkname, replace=True)
+    elif info.islnk():
+        _replace_dir(dest, rel)
+        link_confined(dest, rel, info.linkname, replace=True)
+    else:
+        raise ArchiveError(f"{where}: member {rel!r}: unsupported member type {info.type!r}")
+
+
+def _replace_dir(dest: Path, rel: str) -> None:
+    """A later member wins over a directory of an earlier one, as tar does."""
+    st = lstat_confined(dest, rel)
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        remove_confined(dest, rel)

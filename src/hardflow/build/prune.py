@@ -21,6 +21,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from hardflow.fsutil import unlink_confined
 from hardflow.spec import ImageSpec
 
 _SITE = r"usr/local/lib/python3\.\d+/(?:dist|site)-packages/"
@@ -120,8 +121,7 @@ def prune(
         if full.is_file() and not full.is_symlink():
             removed[rule.name] += 1
             removed_bytes[rule.name] += full.stat().st_size
-        if full.is_symlink() or full.exists():
-            full.unlink()
+        unlink_confined(root, rel)  # never through a symlink, whatever the tree holds
         del layer_of[rel]
         touched_dirs.add(os.path.dirname(rel))
     _remove_empty_dirs(root, touched_dirs, layer_of)

@@ -21,9 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from hardflow.build.pipeline import BuildOptions, BuildResult, build
-from hardflow.errors import BuildError
+from hardflow.errors import BuildError, ImageError
 from hardflow.lock.fetch import Cache
 from hardflow.lock.model import Lock
+from hardflow.oci.blobs import STREAM_ERRORS, load_json
+from hardflow.oci.reader import layout_blob_path, read_layout_blob
+from hardflow.oci.stream import open_layer_file
 from hardflow.progress import Progress
 from hardflow.spec import ImageSpec
 
@@ -123,22 +126,22 @@ def first_json_difference(a: Any, b: Any, path: str = "") -> str | None:
     return None
 
 
-def _entries(tar_gz: Path) -> Iterator[tuple[tarfile.TarInfo, str | None]]:
-    """(header, sha256 of the content for regular files) in stream order."""
-    try:
-        with tarfile.open(tar_gz, mode="r|gz") as archive:
-            for info in archive:
-                content: str | None = None
-                if info.isreg():
-                    h = hashlib.sha256()
-                    f = archive.extractfile(info)
-                    assert f is not None
-                    while chunk := f.read(_CHUNK):
-                        h.update(chunk)
-                    content = h.hexdigest()
-                yield info, content
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise BuildError(f"cannot read layer {tar_gz}: {exc}") from None
+def _entries(layer_path: Path) -> Iterator[tuple[tarfile.TarInfo, str | None]]:
+    """(header, sha256 of the content for regular files) in stream order, through the image
+    reader (gzip, zstd or plain layers)."""
+    with open_layer_file(layer_path) as layer:
+        for info in layer:
+            content: str | None = None
+            if info.isreg():
+                h = hashlib.sha256()
+                try:
+                    with layer.open_member(info) as f:
+                        while chunk := f.read(_CHUNK):
+                            h.update(chunk)
+                except STREAM_ERRORS as exc:
+                    raise ImageError(f"cannot read layer {layer_path}: {exc}") from None
+                content = h.hexdigest()
+            yield info, content
 
 
 def _header_difference(a: tarfile.TarInfo, b: tarfile.TarInfo) -> str | None:
@@ -156,7 +159,8 @@ def _header_difference(a: tarfile.TarInfo, b: tarfile.TarInfo) -> str | None:
 
 
 def first_difference(layer_a: Path, layer_b: Path) -> EntryDifference | None:
-    """The first tar entry of two gzip layers whose header or content differs (or None)."""
+    """The first tar entry of two layers (gzip, zstd or plain) whose header or content
+    differs (or None)."""
     it_a, it_b = _entries(layer_a), _entries(layer_b)
     index = 0
     while True:
@@ -186,8 +190,8 @@ def compare_builds(
     ia, ib = a.image, b.image
     config_difference = None
     if ia.config_digest != ib.config_digest:
-        config_a = json.loads(_blob(ia.layout_dir, ia.config_digest).read_bytes())
-        config_b = json.loads(_blob(ib.layout_dir, ib.config_digest).read_bytes())
+        config_a = _config(ia.layout_dir, ia.config_digest)
+        config_b = _config(ib.layout_dir, ib.config_digest)
         # the diff_ids follow the layers, which are compared below: look past them first
         config_difference = first_json_difference(
             {k: v for k, v in config_a.items() if k != "rootfs"},
@@ -217,12 +221,13 @@ def compare_builds(
             )
             if diff is None:
                 diff = EntryDifference(
-                    -1, "", "same tar entries; the compressed bytes differ (gzip settings?)"
-                    if la.diff_id == lb.diff_id else "same entries; the tar framing differs"
+                    -1,
+                    "",
+                    "same tar entries; the compressed bytes differ (gzip settings?)"
+                    if la.diff_id == lb.diff_id
+                    else "same entries; the tar framing differs",
                 )
-        layers.append(
-            LayerComparison(la.name, la.digest, lb.digest, la.diff_id, lb.diff_id, diff)
-        )
+        layers.append(LayerComparison(la.name, la.digest, lb.digest, la.diff_id, lb.diff_id, diff))
     return ReproReport(
         manifest_a=ia.manifest_digest,
         manifest_b=ib.manifest_digest,
@@ -236,7 +241,13 @@ def compare_builds(
 
 
 def _blob(layout: Path, digest: str) -> Path:
-    return layout / "blobs" / "sha256" / digest.removeprefix("sha256:")
+    return layout_blob_path(layout, digest)
+
+
+def _config(layout: Path, digest: str) -> Any:
+    """An image config, read through the reader (bounded, checked against its digest)."""
+    what = "image config"
+    return load_json(read_layout_blob(layout, digest, what=what), f"{layout}: {what} {digest}")
 
 
 def check_reproducible(

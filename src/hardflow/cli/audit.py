@@ -12,13 +12,12 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.markup import escape
 
 from hardflow.audit.model import Level, Report
 from hardflow.audit.report import FORMATS, render, summary_line
-
-out = Console(highlight=False, soft_wrap=True)
+from hardflow.cli.console import out
+from hardflow.cli.options import json_option as _json_option
 
 _COLORS = {
     "[FATAL]": "bold red",
@@ -63,7 +62,7 @@ format_option = click.option(
     show_default=True,
     help="Report format: docker-bench-like text, JSON or SARIF 2.1.0.",
 )
-json_option = click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+json_option = _json_option("Same as --format json.")
 output_option = click.option(
     "--output",
     "-o",

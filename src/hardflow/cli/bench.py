@@ -6,33 +6,56 @@ import json
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.markup import escape
 
+from hardflow.cli.console import note, out, print_json
+from hardflow.cli.options import json_option
 from hardflow.errors import HardflowError
-
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 @click.command()
-@click.option("--runs", default=3, show_default=True, type=click.IntRange(1, 20),
-              help="Repetitions of every timed figure (the median is reported).")
-@click.option("--results", "results_dir", type=click.Path(path_type=Path, file_okay=False),
-              default=Path("bench/results"), show_default=True,
-              help="Where latest.json and latest.md are written.")
-@click.option("--work-dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Scratch space for builds (default: the system temp dir).")
+@click.option(
+    "--runs",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 20),
+    help="Repetitions of every timed figure (the median is reported).",
+)
+@click.option(
+    "--results",
+    "results_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("bench/results"),
+    show_default=True,
+    help="Where latest.json and latest.md are written.",
+)
+@click.option(
+    "--work-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Scratch space for builds (default: the system temp dir).",
+)
 @click.option("--spec", "spec_arg", metavar="FILE|NAME", help="Spec to bench (default: default).")
-@click.option("--core-spec", default="core", show_default=True, metavar="FILE|NAME",
-              help="Spec reported as the core image ('' to skip).")
-@click.option("--change-package", default="idna", show_default=True,
-              help="Wheel pinned to another version for the warm one-package rebuild.")
+@click.option(
+    "--core-spec",
+    default="core",
+    show_default=True,
+    metavar="FILE|NAME",
+    help="Spec reported as the core image ('' to skip).",
+)
+@click.option(
+    "--change-package",
+    default="idna",
+    show_default=True,
+    help="Wheel pinned to another version for the warm one-package rebuild.",
+)
 @click.option("--no-reference", is_flag=True, help="Skip the conventional reference image.")
 @click.option("--timeout", default=900.0, show_default=True, help="Seconds to wait for health.")
-@click.option("--render", "render_json", type=click.Path(path_type=Path, dir_okay=False,
-              exists=True), help="Only re-render latest.md from this JSON result.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result JSON on stdout.")
+@click.option(
+    "--render",
+    "render_json",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Only re-render latest.md from this JSON result.",
+)
+@json_option("Print the result JSON on stdout.")
 def bench(
     runs: int,
     results_dir: Path,
@@ -71,10 +94,10 @@ def bench(
             reference=not no_reference,
             timeout=timeout,
         )
-        result = run_bench(options, say=lambda m: err.print(f"[dim]· {escape(m)}[/]"))
+        result = run_bench(options, say=note)
         js, md = results_dir / "latest.json", results_dir / "latest.md"
     if as_json:
-        out.print_json(json.dumps(result))
+        print_json(result)
         return
-    out.print(render_markdown(result))
+    out.print(render_markdown(result), markup=False)
     out.print(f"wrote {js} and {md}")

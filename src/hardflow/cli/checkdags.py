@@ -12,14 +12,12 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.markup import escape
 
+from hardflow.cli.console import err, out, print_error
+from hardflow.cli.options import default_image, json_option
 from hardflow.dagcheck.model import DagCheckInputError
 from hardflow.dagcheck.report import render_text
-
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 _STYLES = {
     "error": "bold red",
@@ -32,12 +30,6 @@ _STYLES = {
 }
 EXIT_ERRORS = 1
 EXIT_BAD_INPUT = 2
-
-
-def _default_image() -> str:
-    from hardflow.spec import load_embedded
-
-    return f"localhost/{load_embedded().reference}"
 
 
 @click.command("check-dags")
@@ -59,7 +51,7 @@ def _default_image() -> str:
 )
 @click.option("--fix", is_flag=True, help="Apply ruff's safe AIR3 fixes to DIR, then check again.")
 @click.option("--unsafe-fixes", is_flag=True, help="With --fix: also apply ruff's unsafe fixes.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable report on stdout.")
+@json_option("Machine-readable report on stdout.")
 @click.option("-v", "--verbose", is_flag=True, help="Show the full traceback of load errors.")
 def check_dags_cmd(
     folder: Path,
@@ -80,7 +72,7 @@ def check_dags_cmd(
 
     req = CheckRequest(
         folder=folder,
-        image=image or _default_image(),
+        image=image or default_image(),
         python=python,
         airflow3_rules=airflow3_rules,
         fix=fix,
@@ -94,7 +86,8 @@ def check_dags_cmd(
             with err.status(f"checking {folder}") as status:
                 report = check_dags(engine, req, lambda m: status.update(escape(m)))
     except DagCheckInputError as exc:
-        err.print(f"[bold red]error:[/] {escape(exc.diagnostics())}")
+        # the one failure with its own exit status (2): main() would exit 1
+        print_error(exc.diagnostics())
         sys.exit(EXIT_BAD_INPUT)
     if as_json:
         sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")

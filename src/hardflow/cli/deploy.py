@@ -6,24 +6,42 @@ never printed; a new render into the same directory keeps them.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
-from rich.console import Console
 
+from hardflow.cli.console import out, print_json
+from hardflow.cli.options import json_option
+from hardflow.contract import API_PORT
 from hardflow.deploy.k8s import K8sOptions
 from hardflow.deploy.topology import Images, Topology
 
-out = Console(highlight=False, soft_wrap=True)
 
-
-def _images(airflow: str | None, postgres: str | None, redis: str | None) -> Images:
+def _topology(
+    airflow_image: str | None,
+    postgres_image: str | None,
+    redis_image: str | None,
+    *,
+    workers: int,
+    project: str,
+    admin_user: str,
+    api_port: int = API_PORT,
+    dags_dir: Path | None = None,
+) -> Topology:
+    """The deployment the options describe; an image not given is hardflow's own build."""
     default = Images.default()
-    return Images(
-        airflow=airflow or default.airflow,
-        postgres=postgres or default.postgres,
-        redis=redis or default.redis,
+    images = Images(
+        airflow=airflow_image or default.airflow,
+        postgres=postgres_image or default.postgres,
+        redis=redis_image or default.redis,
+    )
+    return Topology(
+        images=images,
+        workers=workers,
+        project=project,
+        admin_user=admin_user,
+        api_port=api_port,
+        dags_dir=str(dags_dir.resolve()) if dags_dir else "",
     )
 
 
@@ -33,7 +51,7 @@ image_options = [
     click.option("--redis-image", metavar="REF", help="Redis image (default: hardflow's)."),
     click.option("--project", default="hardflow", show_default=True, help="Project / name prefix."),
     click.option("--admin-user", default="admin", show_default=True, help="Admin user name."),
-    click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout."),
+    json_option(),
 ]
 
 
@@ -58,7 +76,7 @@ def deploy() -> None:
     show_default=True,
     help="Output directory.",
 )
-@click.option("--port", default=8080, show_default=True, help="API server port on 127.0.0.1.")
+@click.option("--port", default=API_PORT, show_default=True, help="API server port on 127.0.0.1.")
 @click.option(
     "--dags",
     "dags_dir",
@@ -82,33 +100,25 @@ def compose(
     N Celery workers and a one-shot init job. Runs with docker compose and podman-compose."""
     from hardflow.deploy.compose import write_compose_project
 
-    top = Topology(
-        images=_images(airflow_image, postgres_image, redis_image),
-        workers=workers,
-        project=project,
-        admin_user=admin_user,
-        api_port=port,
-        dags_dir=str(dags_dir.resolve()) if dags_dir else "",
-    )
+    top = _topology(
+        airflow_image, postgres_image, redis_image,
+        workers=workers, project=project, admin_user=admin_user, api_port=port, dags_dir=dags_dir,
+    )  # fmt: skip
     result = write_compose_project(top, out_dir)
     if as_json:
-        out.print_json(
-            json.dumps(
-                {
-                    "compose_file": str(result.compose_file),
-                    "services": list(result.services),
-                    "secrets_dir": str(result.secret_files[0].parent),
-                    "secrets_reused": result.secrets_reused,
-                    "secrets_owned": result.secrets_owned,
-                    "api_url": f"http://127.0.0.1:{port}",
-                    "admin_user": admin_user,
-                }
-            )
-        )
+        print_json({
+            "compose_file": str(result.compose_file),
+            "services": list(result.services),
+            "secrets_dir": str(result.secret_files[0].parent),
+            "secrets_reused": result.secrets_reused,
+            "secrets_owned": result.secrets_owned,
+            "secrets": result.secret_status.to_json(),
+            "api_url": f"http://127.0.0.1:{port}",
+            "admin_user": admin_user,
+        })  # fmt: skip
         return
     out.print(f"wrote {result.compose_file} ({len(result.services)} services)")
-    kept = "kept from the earlier render" if result.secrets_reused else "generated"
-    out.print(f"  secrets {kept}: {result.secret_files[0].parent}/ (mode 0600)")
+    out.print(f"  secrets:  {result.secret_files[0].parent}/ (mode 0600); {result.secrets_note}")
     if not result.secrets_owned:
         out.print(
             "  [yellow]not root: the secret files stay yours. With rootless podman run[/] "
@@ -194,29 +204,24 @@ def k8s(
     ConfigMap, NetworkPolicies, the init Job and, for KubernetesExecutor, the pod template."""
     from hardflow.deploy.k8s import write_k8s_project
 
-    top = Topology(
-        images=_images(airflow_image, postgres_image, redis_image),
-        workers=workers,
-        project=project,
-        admin_user=admin_user,
-    )
+    top = _topology(
+        airflow_image, postgres_image, redis_image,
+        workers=workers, project=project, admin_user=admin_user,
+    )  # fmt: skip
     opts = _k8s_opts(executor, namespace, postgres_host, storage_class)
     result = write_k8s_project(top, opts, out_dir, podman_play=podman_play)
     if as_json:
-        out.print_json(
-            json.dumps(
-                {
-                    "manifests": str(result.manifests),
-                    "secrets": str(result.secrets),
-                    "podman_play": str(result.podman_play) if result.podman_play else None,
-                    "kinds": list(result.kinds),
-                    "secrets_reused": result.secrets_reused,
-                }
-            )
-        )
+        print_json({
+            "manifests": str(result.manifests),
+            "secrets": str(result.secrets),
+            "podman_play": str(result.podman_play) if result.podman_play else None,
+            "kinds": list(result.kinds),
+            "secrets_reused": result.secrets_reused,
+            "secret_status": result.secret_status.to_json(),
+        })  # fmt: skip
         return
     out.print(f"wrote {result.manifests} ({len(result.kinds)} objects)")
-    out.print(f"  secrets: {result.secrets} (mode 0600)")
+    out.print(f"  secrets: {result.secrets} (mode 0600); {result.secrets_note}")
     if result.podman_play:
         out.print(f"  podman:  {result.podman_play} (mode 0600)")
     out.print(f"  apply:   kubectl apply -f {result.secrets} -f {result.manifests}")
@@ -250,19 +255,20 @@ def helm_values(
     """Values for the official Apache Airflow Helm chart, running the hardflow image."""
     from hardflow.deploy.helm import write_helm_values
 
-    top = Topology(
-        images=_images(airflow_image, postgres_image, redis_image),
-        workers=workers,
-        project=project,
-        admin_user=admin_user,
-    )
+    top = _topology(
+        airflow_image, postgres_image, redis_image,
+        workers=workers, project=project, admin_user=admin_user,
+    )  # fmt: skip
     opts = _k8s_opts(executor, namespace, postgres_host, storage_class)
     result = write_helm_values(top, opts, out_dir)
     if as_json:
-        out.print_json(json.dumps({"values": str(result.values), "secrets": str(result.secrets)}))
+        print_json({
+            "values": str(result.values), "secrets": str(result.secrets),
+            "secret_status": result.secret_status.to_json(),
+        })  # fmt: skip
         return
     out.print(f"wrote {result.values}")
-    out.print(f"  secrets: {result.secrets} (mode 0600)")
+    out.print(f"  secrets: {result.secrets} (mode 0600); {result.secrets_note}")
     out.print(
         f"  install: kubectl apply -n {namespace} -f {result.secrets} && helm install airflow "
         f"apache-airflow/airflow -n {namespace} -f {result.values}"

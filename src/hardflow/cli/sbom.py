@@ -6,10 +6,8 @@ import json
 from pathlib import Path
 
 import click
-from rich.console import Console
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+from hardflow.cli.console import err, out
 
 
 @click.command()
@@ -35,19 +33,32 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write the SBOM to FILE (default: standard output).",
 )
+@click.option(
+    "--platform",
+    metavar="OS/ARCH[/VARIANT]",
+    help="For an image index that lists several platforms: the one to describe.",
+)
 @click.option("--json", "as_json", is_flag=True, help="With -o: a summary as JSON on stdout.")
-def sbom(image: Path, fmt: str, lock_path: Path | None, output: Path | None, as_json: bool) -> None:
+def sbom(
+    image: Path,
+    fmt: str,
+    lock_path: Path | None,
+    output: Path | None,
+    platform: str | None,
+    as_json: bool,
+) -> None:
     """Write the SBOM of IMAGE: an OCI layout directory (or a build output directory holding
     oci/) or a docker-archive. Lists every Debian package and Python distribution with its
     PURL, licence and the sha256 of the .deb or wheel it was installed from."""
     from hardflow.fsutil import atomic_write
     from hardflow.lock.model import read_lock
-    from hardflow.supply.sbom import document, embedded_lock_for, inventory, read_image, render
+    from hardflow.supply.sbom import sbom_from_image
 
-    files = read_image(image)
-    lock = read_lock(lock_path) if lock_path else embedded_lock_for(files.subject)
-    inv = inventory(files, lock)
-    data = render(document(inv, "spdx" if fmt == "spdx" else "cyclonedx"))
+    lock = read_lock(lock_path) if lock_path else None
+    result = sbom_from_image(
+        image, lock, "spdx" if fmt == "spdx" else "cyclonedx", platform=platform
+    )
+    inv, data = result.inventory, result.data
     if output is None:
         click.echo(data.decode("utf-8"), nl=False)
         return

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.markup import escape
 
+from hardflow.cli.console import err, note, out, print_json, silent
+from hardflow.cli.options import json_option as _json_option
 from hardflow.errors import TrustError
-
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 image_argument = click.argument(
     "image", type=click.Path(path_type=Path, file_okay=False, exists=True)
@@ -25,11 +22,11 @@ password_file_option = click.option(
     help="Read the key password from FILE (default: $COSIGN_PASSWORD, else a prompt).",
 )
 tag_option = click.option("--tag", help="Which image of the layout (its ref.name), if several.")
-json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+json_option = _json_option("Machine-readable result.")
 
 
 def _password(password_file: Path | None, *, confirm: bool) -> bytes:
-    from hardflow.supply.sign import PASSWORD_ENV, read_password
+    from hardflow.supply.keys import PASSWORD_ENV, read_password
 
     value = read_password(password_file, os.environ)
     if value is not None:
@@ -59,15 +56,15 @@ def _password(password_file: Path | None, *, confirm: bool) -> bytes:
 @json_option
 def keygen(output_key_prefix: Path, force: bool, password_file: Path | None, as_json: bool) -> None:
     """Generate an ECDSA P-256 key pair in cosign's format (cosign can use it too)."""
-    from hardflow.supply.sign import write_key_pair
+    from hardflow.supply.keys import write_key_pair
 
     password = _password(password_file, confirm=True)
     pair = write_key_pair(output_key_prefix, password, force=force)
     if as_json:
-        out.print_json(json.dumps({
+        print_json({
             "private_key": str(pair.private_path), "public_key": str(pair.public_path),
             "key_id": pair.key_id, "encrypted": bool(password),
-        }))  # fmt: skip
+        })  # fmt: skip
         return
     out.print(f"private key: {pair.private_path} (encrypted, mode 0600)")
     out.print(f"public key:  {pair.public_path}  ({pair.key_id})")
@@ -99,21 +96,20 @@ def sign(
     image: Path,
 ) -> None:
     """Sign the image of the OCI layout IMAGE (e.g. out/NAME-TAG/oci), cosign-style."""
-    from hardflow.supply.provenance import attest, attestation_files
-    from hardflow.supply.sign import load_private_key, sign_layout, signer
+    from hardflow.supply.keys import load_private_key
+    from hardflow.supply.sign import sign_image
 
     key = load_private_key(key_path, _password(password_file, confirm=False))
-    result = sign_layout(image, key, identity=identity, tag=tag)
-    # the build's SBOM and provenance envelopes beside the layout: sign and attach them too
-    attestations = None
-    if all(p.is_file() for p in attestation_files(image.parent)):
-        attestations = attest(image, signer(key), result.key_id)
+    # the image and the build's SBOM and provenance envelopes beside the layout, signed and
+    # attached in one step: if any part fails, nothing is written (no half-signed layout)
+    result = sign_image(image, key, identity=identity, tag=tag)
+    attestations = result.attestation_manifest
     if as_json:
-        out.print_json(json.dumps({
+        print_json({
             "manifest_digest": result.manifest_digest, "identity": result.identity,
             "signature_tag": result.tag, "signature_manifest": result.signature_manifest,
             "key_id": result.key_id, "attestation_manifest": attestations,
-        }))  # fmt: skip
+        })  # fmt: skip
         return
     out.print(f"signed {result.manifest_digest} as [bold]{escape(result.identity)}[/]")
     out.print(f"  with key {result.key_id}; stored as {image}:{result.tag}")
@@ -137,17 +133,18 @@ def verify(
     key_path: Path, identity: str | None, tag: str | None, as_json: bool, image: Path
 ) -> None:
     """Verify the OCI layout IMAGE: every blob's digest, its signature and attestations."""
-    from hardflow.supply.sign import VerifyError, load_public_key, verify_layout
+    from hardflow.supply.keys import load_public_key
+    from hardflow.supply.verify import VerifyError, verify_layout
 
     try:
         report = verify_layout(image, load_public_key(key_path), identity=identity, tag=tag)
     except VerifyError as exc:
         if as_json:
-            out.print_json(json.dumps(exc.report.to_json()))
+            print_json(exc.report.to_json())
             sys.exit(1)
         raise
     if as_json:
-        out.print_json(json.dumps(report.to_json()))
+        print_json(report.to_json())
         return
     out.print(f"[bold green]verified[/] {report.manifest_digest} under key {report.key_id}")
     out.print(f"  {report.blobs_checked} blobs match their digests")
@@ -187,8 +184,10 @@ def push(
     reference: str,
 ) -> None:
     """Copy IMAGE (an OCI layout) to the registry REFERENCE with signatures and attestations."""
+    from hardflow.supply.keys import load_private_key
     from hardflow.supply.push import destination_reference, push_layout
-    from hardflow.supply.sign import load_private_key, repository_of, sign_layout
+    from hardflow.supply.sign import sign_layout
+    from hardflow.supply.verify import repository_of
 
     if key_path is not None:
         from hardflow.oci.attach import image_entry
@@ -198,15 +197,12 @@ def push(
         key = load_private_key(key_path, _password(password_file, confirm=False))
         sign_layout(image, key, identity=repo, tag=tag)
 
-    def say(message: str) -> None:
-        if not as_json:
-            err.print(f"[dim]· {escape(message)}[/]")
-
     result = push_layout(
-        image, reference, tag=tag, tls_verify=not insecure, authfile=authfile, on_progress=say
-    )
+        image, reference, tag=tag, tls_verify=not insecure, authfile=authfile,
+        on_progress=silent if as_json else note,
+    )  # fmt: skip
     if as_json:
-        out.print_json(json.dumps(result.to_json()))
+        print_json(result.to_json())
         return
     for warning in result.warnings:
         err.print(f"[yellow]warning:[/] {escape(warning)}")

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from hardflow.contract import DAGS_DIR
 from hardflow.dagcheck.model import (
     RULE_AIRFLOW_WARNING,
     RULE_CYCLE,
@@ -31,7 +32,7 @@ from hardflow.dagcheck.model import (
 )
 from hardflow.errors import EngineError
 
-CONTAINER_DAGS = "/opt/airflow/dags"
+CONTAINER_DAGS = DAGS_DIR  # the host's DAG folder is mounted where the image expects DAGs
 CONTAINER_LOADER = "/tmp/hardflow-dagcheck/loader.py"
 MARKER = "HARDFLOW-DAGCHECK-REPORT "
 SCHEMA = 1

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hardflow.contract import AIRFLOW_HOME, USER_GID, USER_UID
 from hardflow.dagcheck import ruff as ruff_mod
 from hardflow.dagcheck.loader import (
     CONTAINER_DAGS,
@@ -34,8 +35,7 @@ from hardflow.run.engine import BindMount, Engine, RunOptions
 
 Progress = Callable[[str], None]
 
-AIRFLOW_HOME = "/opt/airflow"
-DEFAULT_USER = "50000:0"
+DEFAULT_USER = f"{USER_UID}:{USER_GID}"
 DEFAULT_PYTHON = "python"
 TRACEBACK_DEPTH = 64
 

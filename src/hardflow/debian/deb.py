@@ -4,9 +4,13 @@ Nothing is extracted here. Every member path is normalised and checked so that w
 the members into an image root cannot be led outside it:
 
 * absolute member paths and ``..`` components are rejected;
+* a member name that is not UTF-8 is rejected (image paths are UTF-8);
 * a symlink whose *relative* target climbs above the root, read from the link's directory, is
-  rejected. Absolute targets (``/usr/lib/foo``) are normal in Debian and allowed: they are meant
-  to be resolved inside the image root, and the writer must do so;
+  rejected. Absolute targets (``/usr/lib/foo``) are normal in Debian and allowed: they resolve
+  inside the image at run time. What makes them harmless at build time is the writer: it goes
+  through :mod:`hardflow.fsutil`'s confinement and never writes through a symlink, so a link
+  to ``/etc`` followed by a member ``link/passwd`` is refused there, whatever this reader let
+  through;
 * a hardlink must name an earlier regular-file member of the same archive;
 * character and block devices are skipped (logged): no device node belongs in an image, the
   runtime provides ``/dev``. FIFOs and other special types are rejected.
@@ -137,7 +141,14 @@ def _open_tar(members: list[tuple[str, bytes]], stem: str, origin: str) -> tarfi
 
 
 def normalise_member_path(name: str, origin: str) -> str:
-    """``./usr/bin/x`` -> ``usr/bin/x``; absolute paths and ``..`` are refused."""
+    """``./usr/bin/x`` -> ``usr/bin/x``; absolute paths, ``..`` and non-UTF-8 are refused."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # tarfile keeps undecodable bytes as lone surrogates
+        shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise ArchiveError(f"{origin}: member {shown!r} has a name that is not UTF-8") from None
+    if "\0" in name:
+        raise ArchiveError(f"{origin}: member {name!r} has a NUL byte in its name")
     if name.startswith("/"):
         raise ArchiveError(f"{origin}: member {name!r} has an absolute path")
     parts = [p for p in name.split("/") if p not in ("", ".")]
@@ -154,12 +165,19 @@ def symlink_escapes(path: str, target: str) -> bool:
     return resolved == ".." or resolved.startswith("../")
 
 
+def _check_text(text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ArchiveError(f"{what} is not UTF-8") from None
+
+
 def _read_members(tar: tarfile.TarFile, origin: str) -> tuple[DebMember, ...]:
     members: list[DebMember] = []
     files: set[str] = set()
     try:
         infos = tar.getmembers()
-    except (tarfile.TarError, EOFError, OSError) as exc:
+    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         raise ArchiveError(f"{origin}: data.tar is unreadable: {exc}") from None
     for info in infos:
         path = normalise_member_path(info.name, origin)
@@ -176,7 +194,7 @@ def _read_members(tar: tarfile.TarFile, origin: str) -> tuple[DebMember, ...]:
                 raise ArchiveError(f"{where}: has no data")
             try:
                 data = extracted.read()
-            except (tarfile.TarError, EOFError, OSError) as exc:
+            except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
                 raise ArchiveError(f"{where}: cannot read: {exc}") from None
             if len(data) != info.size:
                 raise ArchiveError(f"{where}: truncated ({len(data)} of {info.size} bytes)")
@@ -187,6 +205,7 @@ def _read_members(tar: tarfile.TarFile, origin: str) -> tuple[DebMember, ...]:
         elif info.issym():
             if not info.linkname:
                 raise ArchiveError(f"{where}: symlink with an empty target")
+            _check_text(info.linkname, f"{where}: symlink target")
             if symlink_escapes(path, info.linkname):
                 raise ArchiveError(
                     f"{where}: symlink target {info.linkname!r} points outside the root"
@@ -230,7 +249,7 @@ def read_deb(path: Path) -> DebContents:
                 extracted = control_tar.extractfile(info)
                 if name in ("control", "conffiles") and extracted is not None:
                     control_files[name] = extracted.read()
-        except (tarfile.TarError, EOFError, OSError) as exc:
+        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
             raise ArchiveError(f"{origin}: control.tar is unreadable: {exc}") from None
     if "control" not in control_files:
         raise ArchiveError(f"{origin}: control.tar has no control file")

@@ -9,18 +9,15 @@ secrets; exec-form health checks, since the images have no /bin/sh).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from hardflow.contract import API_PORT, DAGS_DIR, HEALTH_COMMAND, LOGS_DIR
 from hardflow.deploy import secrets as sec
 from hardflow.deploy.topology import (
     AIRFLOW_CFG,
     AIRFLOW_ROLES,
-    API_PORT,
     CONFIG_FILE,
-    DAGS_DIR,
-    HEALTH_COMMAND,
-    LOGS_DIR,
     SECRETS_DIR,
     WORKER_ROLE,
     Topology,
@@ -198,8 +195,14 @@ class ComposeProject:
     compose_file: Path
     secret_files: tuple[Path, ...]
     services: tuple[str, ...]
-    secrets_reused: bool  # credentials kept from an earlier render into the same directory
+    secrets_reused: bool  # every credential kept from an earlier render (none made anew)
     secrets_owned: bool  # each secret file chowned to the user id that reads it
+    secret_status: sec.SecretsOutcome = field(default_factory=sec.SecretsOutcome)
+
+    @property
+    def secrets_note(self) -> str:
+        """Which secrets were kept and which were made anew, and why."""
+        return self.secret_status.summary()
 
 
 HEADER = """\
@@ -217,8 +220,8 @@ def write_compose_project(
         raise HardflowError(f"--out {out_dir}: expected a directory, found a file")
     out_dir.mkdir(parents=True, exist_ok=True)
     secrets_dir = out_dir / SECRETS_SUBDIR
-    existing = sec.read_existing(secrets_dir) if secrets_dir.is_dir() else {}
-    creds = sec.Credentials.generate(existing)
+    found = sec.scan_existing(secrets_dir) if secrets_dir.is_dir() else {}
+    creds, status = sec.reuse_credentials(found, source=f"{secrets_dir}/")
     files = sec.secret_files(creds, sec.Endpoints())
     written = sec.write_secret_files(secrets_dir, files, chown=chown)
     config_dir = out_dir / CONFIG_SUBDIR
@@ -232,8 +235,9 @@ def write_compose_project(
         compose_file=compose_file,
         secret_files=tuple(written),
         services=tuple(service_names(top)),
-        secrets_reused=bool(existing),
+        secrets_reused=status.all_kept,
         secrets_owned=chown if chown is not None else _is_root(),
+        secret_status=status,
     )
 
 

@@ -9,13 +9,15 @@ command: the chart's default probes run ``sh -c ... /entrypoint``, which the ima
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
+from hardflow.contract import HEALTH_COMMAND
 from hardflow.deploy import secrets as sec
 from hardflow.deploy.k8s import EXECUTORS, K8sOptions, container_security, pod_security
-from hardflow.deploy.topology import HEALTH_COMMAND, WORKER_ROLE, Topology
+from hardflow.deploy.topology import WORKER_ROLE, Topology
 from hardflow.deploy.yamlout import dump, dump_all
 from hardflow.errors import HardflowError
 from hardflow.fsutil import atomic_write
@@ -155,6 +157,12 @@ def render_helm_secrets(top: Topology, opts: K8sOptions, creds: sec.Credentials)
 class HelmProject:
     values: Path
     secrets: Path
+    secret_status: sec.SecretsOutcome = field(default_factory=sec.SecretsOutcome)
+
+    @property
+    def secrets_note(self) -> str:
+        """Which secrets were kept and which were made anew, and why."""
+        return self.secret_status.summary()
 
 
 HEADER = """\
@@ -165,37 +173,76 @@ The database and broker are not deployed by the chart: the connection Secrets po
 PostgreSQL and Redis Services of `hardflow deploy k8s` (or --postgres-host/--redis-host)."""
 
 
+def helm_credentials(opts: K8sOptions) -> list[str]:
+    """The credentials the chart's Secrets carry (some inside connection URLs)."""
+    names = ["postgres_password", "fernet_key", "api_secret_key", "jwt_secret"]
+    if opts.celery:
+        names.insert(1, "redis_password")
+    return names
+
+
 def write_helm_values(top: Topology, opts: K8sOptions, out_dir: Path) -> HelmProject:
-    from hardflow.deploy.k8s import read_existing_secrets
+    from hardflow.deploy.k8s import scan_existing_secrets
 
     if out_dir.exists() and not out_dir.is_dir():
         raise HardflowError(f"--out {out_dir}: expected a directory, found a file")
     out_dir.mkdir(parents=True, exist_ok=True)
     secrets_path = out_dir / "helm-secrets.yaml"
     # keep the passwords of a k8s render in the same directory (same database)
-    existing = read_existing_secrets(out_dir / "secrets.yaml")
-    creds = sec.Credentials.generate(existing or _existing_helm(secrets_path))
+    k8s_path = out_dir / "secrets.yaml"
+    found, source = scan_existing_secrets(k8s_path), k8s_path
+    if not any(found.values()):
+        found, source = _existing_helm(top, secrets_path), secrets_path
+    wanted = helm_credentials(opts)
+    found = {k: v for k, v in found.items() if k in wanted}
+    creds, status = sec.reuse_credentials(found, wanted, source=str(source))
     values_path = out_dir / "values.yaml"
     atomic_write(values_path, dump(render_helm_values(top, opts), HEADER).encode())
     docs = render_helm_secrets(top, opts, creds)
     atomic_write(secrets_path, dump_all(docs, "Secret values: keep private.").encode(), 0o600)
-    return HelmProject(values=values_path, secrets=secrets_path)
+    return HelmProject(values=values_path, secrets=secrets_path, secret_status=status)
 
 
-def _existing_helm(path: Path) -> dict[str, str]:
-    import json
+def _existing_helm(top: Topology, path: Path) -> dict[str, str]:
+    """The credentials an earlier helm-secrets.yaml holds: name → value ("" when empty).
+
+    The database and broker passwords live inside the connection URLs; they are read back
+    from there, so a re-render does not change them under a database initialised with them.
+    """
+    import yaml
 
     if not path.is_file():
         return {}
-    keys = {
-        "fernet-key": "fernet_key",
-        "api-secret-key": "api_secret_key",
-        "jwt-secret": "jwt_secret",
-    }
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
+        raise HardflowError(
+            f"cannot read the earlier {path}: {exc}",
+            hint="fix or remove it (new secrets are then generated)",
+        ) from None
+    names = secret_names(top)
+    by_secret: dict[str, dict[str, object]] = {}
+    for doc in docs:
+        if isinstance(doc, dict) and isinstance(doc.get("metadata"), dict):
+            data = doc.get("stringData")
+            by_secret[str(doc["metadata"].get("name"))] = data if isinstance(data, dict) else {}
+    plain = {"fernet": ("fernet-key", "fernet_key"), "api_secret": ("api-secret-key",
+             "api_secret_key"), "jwt": ("jwt-secret", "jwt_secret")}  # fmt: skip
     found: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        key, sep, value = line.strip().partition(": ")
-        if sep and key in keys and value.startswith('"'):
-            found[keys[key]] = json.loads(value)
+    for secret, (key, credential) in plain.items():
+        if names[secret] in by_secret:
+            value = by_secret[names[secret]].get(key)
+            found[credential] = value.strip() if isinstance(value, str) else ""
+    for secret, credential in (("metadata", "postgres_password"), ("broker_url", "redis_password")):
+        if names[secret] in by_secret:
+            found[credential] = _url_password(by_secret[names[secret]].get("connection"))
     return found
 
+
+def _url_password(url: object) -> str:
+    if not isinstance(url, str):
+        return ""
+    try:
+        return unquote(urlsplit(url).password or "")
+    except ValueError:
+        return ""

@@ -18,14 +18,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from hardflow.contract import API_PORT, CONFIG_DIR, HEALTH_COMMAND, LOGS_DIR
 from hardflow.deploy import secrets as sec
 from hardflow.deploy.topology import (
     AIRFLOW_CFG,
     AIRFLOW_ROLES,
-    API_PORT,
-    CONFIG_DIR,
-    HEALTH_COMMAND,
-    LOGS_DIR,
     SECRETS_DIR,
     WORKER_ROLE,
     Topology,
@@ -611,8 +608,14 @@ class K8sProject:
     manifests: Path
     secrets: Path
     kinds: tuple[str, ...]
-    secrets_reused: bool
+    secrets_reused: bool  # every credential kept from the earlier secrets.yaml
     podman_play: Path | None = field(default=None)
+    secret_status: sec.SecretsOutcome = field(default_factory=sec.SecretsOutcome)
+
+    @property
+    def secrets_note(self) -> str:
+        """Which secrets were kept and which were made anew, and why."""
+        return self.secret_status.summary()
 
 
 HEADER = """\
@@ -623,8 +626,8 @@ SECRETS_HEADER = """\
 Secret values of a hardflow deployment (mode 0600): keep this file private; never commit it."""
 
 
-def read_existing_secrets(path: Path) -> dict[str, str]:
-    """Credential values from an earlier secrets.yaml (so a re-render keeps the passwords)."""
+def scan_existing_secrets(path: Path) -> dict[str, str]:
+    """The credentials an earlier secrets.yaml holds: name → value ("" when empty)."""
     import json
 
     if not path.is_file():
@@ -632,9 +635,24 @@ def read_existing_secrets(path: Path) -> dict[str, str]:
     found: dict[str, str] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         key, sep, value = line.strip().partition(": ")
-        if sep and key in sec.CREDENTIAL_FILES and value.startswith('"'):
-            found[key] = json.loads(value)
+        if sep and key in sec.CREDENTIAL_FILES:
+            try:
+                text = json.loads(value) if value.startswith('"') else value
+            except ValueError:
+                text = ""  # unreadable: treated as empty, so it is made anew and said so
+            found[key] = text.strip() if isinstance(text, str) else ""
     return found
+
+
+def read_existing_secrets(path: Path) -> dict[str, str]:
+    """Credential values from an earlier secrets.yaml (so a re-render keeps the passwords)."""
+    return {k: v for k, v in scan_existing_secrets(path).items() if v}
+
+
+def stored_credentials(docs: list[Doc]) -> list[str]:
+    """The credentials (by name) the rendered Secrets hold as plain keys, in a stable order."""
+    keys = {k for d in docs for k in d.get("stringData", {})}
+    return [name for name in sec.CREDENTIAL_FILES if name in keys]
 
 
 PODMAN_HEADER = """\
@@ -652,8 +670,9 @@ def write_k8s_project(
         raise HardflowError(f"--out {out_dir}: expected a directory, found a file")
     out_dir.mkdir(parents=True, exist_ok=True)
     secrets_path = out_dir / "secrets.yaml"
-    existing = read_existing_secrets(secrets_path)
-    creds = sec.Credentials.generate(existing)
+    found = scan_existing_secrets(secrets_path)
+    wanted = stored_credentials(render_secrets(top, opts, sec.Credentials.generate()))
+    creds, status = sec.reuse_credentials(found, wanted, source=str(secrets_path))
     docs = render_manifests(top, opts)
     manifests = out_dir / "manifests.yaml"
     atomic_write(manifests, dump_all(docs, HEADER).encode())
@@ -673,6 +692,7 @@ def write_k8s_project(
         manifests=manifests,
         secrets=secrets_path,
         kinds=tuple(d["kind"] for d in docs),
-        secrets_reused=bool(existing),
+        secrets_reused=status.all_kept,
         podman_play=play_path,
+        secret_status=status,
     )

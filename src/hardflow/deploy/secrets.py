@@ -4,7 +4,8 @@ Each secret has one consumer (a user id in one image), so each file can be owned
 reads it: bind-mounted secret files keep the host's owner and mode, and a 0600 file owned by
 another user could not be read inside the container. Values already present in the output
 directory are kept on a new render, so re-rendering never changes a database password under a
-database that was initialised with it.
+database that was initialised with it; a value that went missing or empty is made anew, and the
+render says so by name (:class:`SecretsOutcome`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from hardflow.errors import HardflowError
+from hardflow.fsutil import atomic_write
 
 AIRFLOW_UID = 50000
 AIRFLOW_GID = 0
@@ -147,13 +149,72 @@ CREDENTIAL_FILES = (
 )  # fmt: skip
 
 
-def read_existing(directory: Path) -> dict[str, str]:
-    """Credential values kept from an earlier render into ``directory`` (empty if none)."""
+@dataclass(frozen=True)
+class SecretsOutcome:
+    """What a render did with the credentials of an earlier render in the same place.
+
+    ``kept``: reused as they were. ``regenerated``: (name, why) for each credential an earlier
+    render should have left but did not ("missing") or left empty ("empty"); a new random value
+    was made. With no earlier render at all, both are empty and everything is new.
+    """
+
+    kept: tuple[str, ...] = ()
+    regenerated: tuple[tuple[str, str], ...] = ()
+    source: str = ""  # where the earlier values were read from
+
+    @property
+    def earlier_render(self) -> bool:
+        return bool(self.kept or self.regenerated)
+
+    @property
+    def all_kept(self) -> bool:
+        return bool(self.kept) and not self.regenerated
+
+    def summary(self) -> str:
+        """One line for people: exactly which secrets were kept and which were made anew."""
+        if not self.earlier_render:
+            return "secrets generated (no earlier render here)"
+        where = f" from {self.source}" if self.source else ""
+        kept = f"kept {', '.join(self.kept)}{where}" if self.kept else f"nothing kept{where}"
+        if not self.regenerated:
+            return f"secrets {kept}"
+        made = ", ".join(f"{name} ({why})" for name, why in self.regenerated)
+        return f"secrets {kept}; regenerated {made}"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "kept": list(self.kept),
+            "regenerated": [{"name": n, "reason": why} for n, why in self.regenerated],
+            "source": self.source or None,
+        }
+
+
+def reuse_credentials(
+    found: Mapping[str, str], wanted: Iterable[str] = CREDENTIAL_FILES, source: str = ""
+) -> tuple[Credentials, SecretsOutcome]:
+    """Credentials keeping every non-empty value of ``found`` (credential name → value, ""
+    for an empty one), and the account of what was kept and what was made anew."""
+    usable = {name: value for name, value in found.items() if value}
+    creds = Credentials.generate(usable)
+    if not found:
+        return creds, SecretsOutcome(source=source)
+    kept, regenerated = [], []
+    for name in wanted:
+        if name in usable:
+            kept.append(name)
+        else:
+            regenerated.append((name, "empty" if name in found else "missing"))
+    return creds, SecretsOutcome(tuple(kept), tuple(regenerated), source)
+
+
+def scan_existing(directory: Path) -> dict[str, str]:
+    """The credential files an earlier render left in ``directory``: name → value ("" when
+    the file is empty); files that are not there are left out."""
     found: dict[str, str] = {}
     for name in CREDENTIAL_FILES:
         path = directory / name
         try:
-            value = path.read_text(encoding="utf-8").strip()
+            found[name] = path.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             continue
         except (OSError, UnicodeDecodeError) as exc:
@@ -162,9 +223,12 @@ def read_existing(directory: Path) -> dict[str, str]:
                 hint="fix its permissions, or remove the secrets directory to generate new ones "
                 "(the database volume then needs to be removed too)",
             ) from None
-        if value:
-            found[name] = value
     return found
+
+
+def read_existing(directory: Path) -> dict[str, str]:
+    """Credential values kept from an earlier render into ``directory`` (empty if none)."""
+    return {name: value for name, value in scan_existing(directory).items() if value}
 
 
 def write_secret_files(
@@ -182,15 +246,9 @@ def write_secret_files(
     written: list[Path] = []
     for f in files:
         path = directory / f.name
-        tmp = directory / f".{f.name}.tmp-{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, f.value.encode("utf-8"))
-            if do_chown:
-                os.fchown(fd, f.owner.uid, f.owner.gid)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        atomic_write(path, f.value.encode("utf-8"), mode=0o600)
+        if do_chown:
+            # the renamed file itself, never what a symlink put there since would point at
+            os.chown(path, f.owner.uid, f.owner.gid, follow_symlinks=False)
         written.append(path)
     return written

@@ -7,17 +7,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+# The image contract's names, re-exported: compose, k8s and helm import them from here too.
+from hardflow.contract import (
+    AIRFLOW_HOME,
+    API_PORT,
+    CONFIG_DIR,
+    DAGS_DIR,
+    HEALTH_COMMAND,
+    LOGS_DIR,
+    local_reference,
+)
 from hardflow.errors import HardflowError
 from hardflow.spec import load_embedded
 
-AIRFLOW_HOME = "/opt/airflow"
+__all__ = [
+    "AIRFLOW_CFG", "AIRFLOW_HOME", "AIRFLOW_ROLES", "API_PORT", "CONFIG_DIR", "CONFIG_FILE",
+    "DAGS_DIR", "DEFAULT_LIMITS", "HEALTH_COMMAND", "LOGS_DIR", "PASSWORDS_FILE", "SECRETS_DIR",
+    "WORKER_ROLE", "Images", "Limits", "Topology", "airflow_environment", "embedded_reference",
+]  # fmt: skip
+
 SECRETS_DIR = "/run/secrets"
-CONFIG_DIR = f"{AIRFLOW_HOME}/config"
 CONFIG_FILE = f"{CONFIG_DIR}/airflow.cfg"
-LOGS_DIR = f"{AIRFLOW_HOME}/logs"
-DAGS_DIR = f"{AIRFLOW_HOME}/dags"
-API_PORT = 8080
-HEALTH_COMMAND = ("/usr/local/bin/hardflow-health",)
 # SimpleAuthManager opens its passwords file for writing: the API server's entrypoint writes
 # it from the admin password secret at every start, into its private /tmp.
 PASSWORDS_FILE = "/tmp/simple_auth_manager_passwords.json"
@@ -29,7 +39,7 @@ WORKER_ROLE = "celery-worker"
 
 def embedded_reference(spec_name: str) -> str:
     """``localhost/NAME:TAG`` of an embedded spec: what ``hardflow build --load`` loads."""
-    return f"localhost/{load_embedded(spec_name).reference}"
+    return local_reference(load_embedded(spec_name).reference)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,32 @@ dist-info only, Airflow is never imported).  On Airflow 2 the web role is ``webs
 ``api-server`` command is mapped to it), the admin user is created through FAB
 (``airflow users create``), the generated secrets are the Fernet key and
 ``[webserver] secret_key``, and health is probed on the webserver's ``/health``.
+
+Secrets and the environment Airflow inherits
+--------------------------------------------
+Every task Airflow runs inherits the environment of the process this script execs, so that
+environment is kept free of secrets that only provisioning needs:
+
+- ``_AIRFLOW_WWW_USER_*`` (the admin user's name, password, role ...) and every ``_AIRFLOW_*``
+  value read from a ``*_FILE`` are used here and removed before Airflow is exec'd; the
+  ``airflow db migrate`` and ``users create`` children do not get them either.
+- ``AIRFLOW__SECTION__KEY_FILE=/path`` of an option Airflow accepts ``_CMD`` for (the options its
+  core configuration marks ``sensitive``: :data:`CMD_OPTIONS`) is handed over as
+  ``AIRFLOW__SECTION__KEY_CMD``, a command that prints the file with the image's own python3 -
+  the value itself is never exported. Airflow runs that command when it reads the option
+  (a few times per process; a python3 start each time), and, unlike a plain variable, does not
+  expand ``$VAR`` or ``~`` in its output: a file's value is taken literally.
+- ``*_FILE`` of any other option is exported as its value, as before: Airflow ignores ``_CMD`` for
+  options it does not list as sensitive. That includes provider options such as ``[celery]
+  broker_url``, whose sensitivity Airflow only knows once provider configuration is loaded,
+  which depends on the code path reading it.
+- Setting ``NAME`` or ``NAME_CMD`` together with ``NAME_FILE`` is an error: which one wins would
+  be a guess.
+- The FAB admin (``airflow users create``) gets its password on a pipe (stdin), through a small
+  launcher that answers the CLI's password prompt: never on a command line, where ``ps`` shows it.
+- Keys the entrypoint generates itself (Fernet key, API secret key, JWT secret) are exported as
+  values, as before.
+- Everything printed goes through :func:`redact_userinfo`: a URL's password never shows.
 """
 
 from __future__ import annotations
@@ -101,6 +127,69 @@ REAL_FILE_OPTIONS = frozenset(
 )
 # Prefixes of the variables that get ``*_FILE`` indirection.
 FILE_PREFIXES = ("AIRFLOW__", "_AIRFLOW_")
+# Variables only provisioning reads; removed from the environment Airflow inherits.
+PROVISIONING_PREFIX = "_AIRFLOW_WWW_USER_"
+PROVISIONING_ONLY = "_AIRFLOW_"
+# Options Airflow reads from ``AIRFLOW__SECTION__KEY_CMD``: those its core config.yml marks
+# ``sensitive: true`` (checked against apache-airflow-core 3.3.2 and apache-airflow 2.11.2).
+CMD_OPTIONS: dict[int, frozenset[tuple[str, str]]] = {
+    3: frozenset(
+        {
+            ("core", "fernet_key"),
+            ("core", "asset_manager_kwargs"),
+            ("database", "sql_alchemy_conn"),
+            ("database", "sql_alchemy_conn_async"),
+            ("database", "sql_alchemy_engine_args"),
+            ("logging", "remote_task_handler_kwargs"),
+            ("secrets", "backend_kwargs"),
+            ("workers", "secrets_backend_kwargs"),
+            ("api", "secret_key"),
+            ("api_auth", "jwt_secret"),
+            ("sentry", "sentry_dsn"),
+        }
+    ),
+    2: frozenset(
+        {
+            ("core", "fernet_key"),
+            ("core", "dataset_manager_kwargs"),
+            ("core", "internal_api_secret_key"),
+            ("database", "sql_alchemy_conn"),
+            ("database", "sql_alchemy_engine_args"),
+            ("logging", "remote_task_handler_kwargs"),
+            ("secrets", "backend_kwargs"),
+            ("webserver", "secret_key"),
+            ("smtp", "smtp_password"),
+            ("sentry", "sentry_dsn"),
+        }
+    ),
+}
+# Run by Airflow (shlex-split, no shell) for a ``_CMD`` option: prints the file as the
+# ``*_FILE`` indirection reads it (UTF-8, trailing line breaks dropped: Airflow does not strip a
+# command's output) and, failing, says why without the content.
+READ_FILE_COMMAND = """\
+import sys
+try:
+    with open(sys.argv[1], encoding="utf-8") as handle:
+        value = handle.read()
+except (OSError, UnicodeDecodeError) as exc:
+    sys.exit(f"cannot read {sys.argv[1]}: {type(exc).__name__}")
+sys.stdout.write(value.rstrip("\\r\\n"))
+"""
+# ``airflow users create`` without --password asks for it twice through getpass: this launcher
+# answers both prompts with what it reads from stdin (a pipe from the entrypoint), so the
+# password is never on a command line nor in an environment.
+FAB_USERS_LAUNCHER = """\
+import getpass, os, sys
+password = sys.stdin.read()
+sys.stdin = open(os.devnull, encoding="utf-8")
+getpass.getpass = lambda prompt="Password: ", stream=None: password
+sys.argv = ["airflow", *sys.argv[1:]]
+from airflow.__main__ import main
+sys.exit(main())
+"""
+# The userinfo of a URL runs to the last '@' before a blank or a quote (a raw password may hold
+# '@', '/' or '?'); redacting a little too much is the safe mistake.
+USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^\s'\"<>]*)@")
 
 DEFAULT_PORTS: dict[str, int] = {
     "postgresql": 5432,
@@ -153,8 +242,20 @@ class WaitTarget:
 # small helpers
 
 
+def redact_userinfo(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` shown as ``***``."""
+
+    def replace(match: re.Match[str]) -> str:
+        userinfo = match.group("userinfo")
+        if ":" not in userinfo:
+            return match.group(0)
+        return f"{match.group('scheme')}{userinfo.split(':', 1)[0]}:***@"
+
+    return USERINFO.sub(replace, text)
+
+
 def log(message: str) -> None:
-    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+    print(f"{PROG}: {redact_userinfo(message)}", file=sys.stderr, flush=True)
 
 
 def is_true(value: str | None) -> bool:
@@ -352,10 +453,63 @@ def expand_file_variables(
         target = name[: -len("_FILE")]
         if target in ("AIRFLOW_", "_AIRFLOW") or target.endswith("_"):
             continue
-        if target in env:
-            raise EntrypointError(f"both {target} and {name} are set; set only one of them")
+        for other in (target, f"{target}_CMD"):
+            if other in env:
+                raise EntrypointError(f"both {other} and {name} are set; set only one of them")
         expanded[target] = read(name, env[name])
     return expanded
+
+
+def option_of(var: str) -> tuple[str, str] | None:
+    """``(section, key)`` of an ``AIRFLOW__SECTION__KEY`` variable, lower case; None otherwise."""
+    if not var.startswith("AIRFLOW__"):
+        return None
+    section, sep, key = var[len("AIRFLOW__") :].partition("__")
+    if not sep or not section or not key:
+        return None
+    return section.lower(), key.lower()
+
+
+def file_command(path: str) -> str:
+    """An Airflow ``_CMD`` value that prints ``path`` with this image's python3."""
+    python = sys.executable or "python3"
+    return shlex.join([python, "-I", "-S", "-c", READ_FILE_COMMAND, path])
+
+
+def handover_changes(
+    env: Mapping[str, str], expanded: Mapping[str, str], major: int
+) -> tuple[dict[str, str], frozenset[str]]:
+    """(variables to set, variables to remove) so that the environment Airflow inherits holds
+    no provisioning secret and no file-given value of an option Airflow can read through
+    ``_CMD`` (see the module docstring)."""
+    sets: dict[str, str] = {}
+    removes = {name for name in env if name.startswith(PROVISIONING_PREFIX)}
+    cmd_options = CMD_OPTIONS.get(major, CMD_OPTIONS[3])
+    for target in expanded:
+        if target.startswith(PROVISIONING_ONLY):
+            removes.add(target)
+        elif option_of(target) in cmd_options and f"{target}_FILE" in env:
+            removes.add(target)
+            sets[f"{target}_CMD"] = file_command(env[f"{target}_FILE"])
+    return sets, frozenset(removes)
+
+
+def airflow_environment(
+    env: Mapping[str, str], expanded: Mapping[str, str], major: int
+) -> dict[str, str]:
+    """The environment an Airflow process started from ``env`` gets (a copy)."""
+    sets, removes = handover_changes(env, expanded, major)
+    handed = {name: value for name, value in env.items() if name not in removes}
+    handed.update(sets)
+    return handed
+
+
+def hand_over(env: MutableMapping[str, str], expanded: Mapping[str, str], major: int) -> None:
+    """Apply :func:`handover_changes` to ``env`` in place (``os.environ`` before exec)."""
+    sets, removes = handover_changes(env, expanded, major)
+    for name in removes:
+        env.pop(name, None)
+    env.update(sets)
 
 
 def resolve_value(env: Mapping[str, str], name: str) -> str | None:
@@ -434,8 +588,8 @@ def _split_host_port(hostport: str, default_port: int | None) -> Endpoint | None
         try:
             port = int(port_text)
         except ValueError:
-            message = f"the port {port_text!r} of host {host!r} is not a number"
-            raise EntrypointError(message) from None
+            # not echoed: without an '@' the "host:port" may be "user:password"
+            raise EntrypointError("the port in the URL is not a number") from None
     elif default_port is not None:
         port = default_port
     else:
@@ -471,7 +625,10 @@ def parse_service_url(label: str, url: str) -> WaitTarget:
             continue
         default_port = DEFAULT_PORTS.get(base)
         for hostport in authority.split(","):
-            endpoint = _split_host_port(hostport, default_port)
+            try:
+                endpoint = _split_host_port(hostport, default_port)
+            except EntrypointError as exc:
+                raise EntrypointError(f"{label}: {exc}") from None
             if endpoint is None:
                 skip = f"cannot tell the port of a {base!r} URL, not waiting"
             else:
@@ -821,7 +978,20 @@ def fab_installed() -> bool:
     return True
 
 
+def fab_create_argv(user: AdminUser) -> list[str]:
+    """``airflow users create`` through :data:`FAB_USERS_LAUNCHER`: no password in it."""
+    python = sys.executable or "python3"
+    return [
+        python, "-P", "-c", FAB_USERS_LAUNCHER, "users", "create",
+        "--username", user.username,
+        "--firstname", user.firstname, "--lastname", user.lastname,
+        "--email", user.email, "--role", user.role,
+    ]  # fmt: skip
+
+
 def provision_fab(user: AdminUser, airflow_home: str, env: Mapping[str, str]) -> None:
+    """Create the FAB admin; ``env`` is the child's environment (without provisioning secrets),
+    the password goes to it on stdin."""
     if not fab_installed():
         raise EntrypointError(
             "the FAB auth manager is configured but apache-airflow-providers-fab is not "
@@ -832,22 +1002,24 @@ def provision_fab(user: AdminUser, airflow_home: str, env: Mapping[str, str]) ->
         state_dir = os.path.join(airflow_home, STATE_DIR_NAME)
         password = persistent_secret(state_dir, "admin_password", lambda: secrets.token_urlsafe(18))
         log(f"user {user.username!r}: password kept in {os.path.join(state_dir, 'admin_password')}")
-    # Airflow's CLI masks --password in what it records about the command.
-    args = [
-        "airflow", "users", "create",
-        "--username", user.username, "--password", password,
-        "--firstname", user.firstname, "--lastname", user.lastname,
-        "--email", user.email, "--role", user.role,
-    ]  # fmt: skip
-    done = subprocess.run(args, env=dict(env), check=False)
+    args = fab_create_argv(user)
+    done = subprocess.run(args, env=dict(env), input=password, text=True, check=False)
     if done.returncode != 0:
         message = f"'airflow users create' for {user.username!r} failed ({done.returncode})"
         raise EntrypointError(message)
 
 
 def provision_user(
-    plan: Plan, env: Mapping[str, str], cfg: configparser.ConfigParser, airflow_home: str
+    plan: Plan,
+    env: Mapping[str, str],
+    cfg: configparser.ConfigParser,
+    airflow_home: str,
+    child_env: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
+    """Provision the admin user; ``child_env`` is the environment of any Airflow command run
+    for it (default: ``env`` without the provisioning variables)."""
+    if child_env is None:
+        child_env = {k: v for k, v in env.items() if not k.startswith(PROVISIONING_PREFIX)}
     if plan.role != "standalone" and not is_true(env.get("_AIRFLOW_WWW_USER_CREATE")):
         return {}
     user = admin_user(env)
@@ -856,12 +1028,12 @@ def provision_user(
         if manager and "fab" not in manager.lower():
             log(f"auth manager {manager!r} is not managed by this entrypoint: no user provisioned")
             return {}
-        provision_fab(user, airflow_home, env)
+        provision_fab(user, airflow_home, child_env)
         return {}
     if plan.role == "standalone" or not manager or manager == SIMPLE_AUTH_MANAGER:
         return provision_simple_auth(user, env, cfg, airflow_home)
     if "fab" in manager.lower():
-        provision_fab(user, airflow_home, env)
+        provision_fab(user, airflow_home, child_env)
         return {}
     log(f"auth manager {manager!r} is not managed by this entrypoint: no user provisioned")
     return {}
@@ -933,7 +1105,8 @@ def prepare(args: Sequence[str], env: MutableMapping[str, str]) -> Plan:
     uid = os.getuid()
     refuse_root(uid, env)
     os.umask(0o002)  # group 0 shares what is written (arbitrary uid, same gid)
-    env.update(expand_file_variables(env))
+    expanded = expand_file_variables(env)
+    env.update(expanded)  # what this script reads; hand_over() below decides what Airflow sees
     plan = plan_command(args, env, airflow_major())
     if plan.note:
         log(plan.note)
@@ -966,8 +1139,10 @@ def prepare(args: Sequence[str], env: MutableMapping[str, str]) -> Plan:
             or is_true(env.get("_AIRFLOW_DB_UPGRADE"))
             or (plan.airflow_major == 2 and plan.role == "standalone")
         ):
-            run_migrate(env)
-        env.update(provision_user(plan, env, cfg, airflow_home))
+            run_migrate(airflow_environment(env, expanded, plan.airflow_major))
+        child_env = airflow_environment(env, expanded, plan.airflow_major)
+        env.update(provision_user(plan, env, cfg, airflow_home, child_env))
+    hand_over(env, expanded, plan.airflow_major)
     return plan
 
 

@@ -29,13 +29,16 @@ Airflow 2 images (the state file says ``"airflow_major": 2``):
   or ``null`` (Airflow 2 reports null while no standalone DAG processor is configured).
 - the other roles as above; ``HARDFLOW_HEALTH_API_URL`` is then the webserver's base URL.
 
-Exit status 0 when healthy, 1 when not; one line saying why on stdout.
+Exit status 0 when healthy, 1 when not; one line saying why on stdout. A URL's password
+(``scheme://user:password@``, e.g. in ``HARDFLOW_HEALTH_API_URL``) never shows in that line.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import re
 import ssl
 import sys
 import urllib.error
@@ -59,6 +62,23 @@ PROCESS_MARKERS: dict[str, tuple[bytes, ...]] = {
     "celery-worker": (b"celery",),
     "airflow": (b"airflow",),
 }
+
+
+# The userinfo of a URL runs to the last '@' before a blank or a quote (a raw password may hold
+# '@', '/' or '?'); redacting a little too much is the safe mistake.
+USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^\s'\"<>]*)@")
+
+
+def redact_userinfo(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` shown as ``***``."""
+
+    def replace(match: re.Match[str]) -> str:
+        userinfo = match.group("userinfo")
+        if ":" not in userinfo:
+            return match.group(0)
+        return f"{match.group('scheme')}{userinfo.split(':', 1)[0]}:***@"
+
+    return USERINFO.sub(replace, text)
 
 
 class Unhealthy(Exception):
@@ -95,6 +115,8 @@ def http_get(url: str, timeout: float) -> tuple[int, bytes]:
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise Unhealthy(f"GET {url} failed: {reason}") from None
+    except (ValueError, http.client.HTTPException) as exc:  # InvalidURL: a userinfo, a bad port
+        raise Unhealthy(f"GET {url} failed: {type(exc).__name__}") from None
 
 
 def component_status(payload: Mapping[str, Any], name: str) -> str | None:
@@ -219,9 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         role = args[0] if args else str(state["role"])
         reason = check(role, state, env, timeout)
     except Unhealthy as exc:
-        print(f"unhealthy: {exc}", flush=True)
+        print(redact_userinfo(f"unhealthy: {exc}"), flush=True)
         return 1
-    print(f"healthy: {role}: {reason}", flush=True)
+    print(redact_userinfo(f"healthy: {role}: {reason}"), flush=True)
     return 0
 
 

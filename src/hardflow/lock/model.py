@@ -8,9 +8,14 @@ configuration, so one lock works with any mirror (and a snapshot mirror rebuilds
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
 
 from hardflow.errors import LockError
 from hardflow.fsutil import atomic_write
@@ -71,28 +76,182 @@ class Lock:
         return json.dumps(data, indent=1, sort_keys=True) + "\n"
 
 
+# ---------------------------------------------------------------------------------------------
+# Reading a lock: every field checked against its schema
+#
+# A lock is input: it may come from a pull request or another machine. Its strings become
+# paths (a digest names a cache file, a wheel's file name a link, a package name a status.d
+# record) and URLs, so every field is checked for type and shape before anything uses it, and
+# every failure names the file, the entry, the key, what was expected and what was found.
+# Unknown keys are refused, as in the spec: a misspelt key must not be silently ignored.
+
+_HEX64 = r"[0-9a-f]{64}"
+_SPEC_CHECKSUM = r"sha256:[0-9a-f]{64}"
+_DEB_NAME = r"[a-z0-9][a-z0-9+.\-]+"  # Debian policy 5.6.1
+_DEB_VERSION = r"(?:[0-9]+:)?[A-Za-z0-9][A-Za-z0-9.+~\-]*"  # [epoch:]upstream[-revision]
+_DEB_ARCH = r"[a-z0-9][a-z0-9\-]*"
+_SUITE = r"[A-Za-z0-9][A-Za-z0-9.\-]*"  # trixie, trixie-security: one URL path segment
+_POOL_PART = r"[A-Za-z0-9][A-Za-z0-9.+~_%\-]*"  # no "", "." or ".." component, no "/"
+_POOL_FILE = rf"pool/(?:{_POOL_PART}/)+{_POOL_PART}"
+_PYPI_NAME = r"[a-z0-9]+(?:-[a-z0-9]+)*"  # canonical (PEP 503)
+_DATE = r"[^\x00-\x1f\x7f]+"  # one printable line
+
+_TOP_KEYS = ("lock_version", "spec_checksum", "suites", "debs", "wheels")
+_SUITE_KEYS = tuple(f.name for f in fields(LockedSuite))
+_DEB_KEYS = tuple(f.name for f in fields(LockedDeb))
+_WHEEL_KEYS = tuple(f.name for f in fields(LockedWheel))
+_REWRITE = "run `hardflow lock` to rewrite the lock"
+
+
+def _describe(value: object) -> str:
+    kind = {
+        str: "string",
+        int: "integer",
+        float: "number",
+        bool: "boolean",
+        list: "array",
+        dict: "object",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{kind} {text}"
+
+
+class _Object:
+    """One JSON object of the lock, read key by key against its schema."""
+
+    def __init__(self, origin: str, where: str, value: object, keys: Sequence[str]) -> None:
+        self.origin = origin
+        self.where = where
+        if not isinstance(value, dict):
+            raise LockError(
+                f"{origin}: {where}: expected an object, found {_describe(value)}", hint=_REWRITE
+            )
+        self.data: dict[str, object] = value
+        unknown = sorted(str(k) for k in value if k not in keys)
+        if unknown:
+            raise LockError(
+                f"{origin}: {where}: unknown key {unknown[0]!r}",
+                hint=f"allowed keys here: {', '.join(keys)}; {_REWRITE}",
+            )
+
+    def fail(self, key: str, expected: str, found: object) -> LockError:
+        return LockError(
+            f"{self.origin}: {self.where}: key {key!r}: expected {expected}, "
+            f"found {_describe(found)}",
+            hint=_REWRITE,
+        )
+
+    def _get(self, key: str) -> object:
+        if key not in self.data:
+            raise LockError(f"{self.origin}: {self.where}: missing key {key!r}", hint=_REWRITE)
+        return self.data[key]
+
+    def string(self, key: str, pattern: str, expected: str) -> str:
+        value = self._get(key)
+        if not isinstance(value, str) or not re.fullmatch(pattern, value):
+            raise self.fail(key, expected, value)
+        return value
+
+    def integer(self, key: str, expected: str = "a non-negative integer") -> int:
+        value = self._get(key)
+        # bool is an int subclass in Python; JSON's true is not a size
+        if type(value) is not int or value < 0:
+            raise self.fail(key, expected, value)
+        return value
+
+    def array(self, key: str) -> list[object]:
+        value = self._get(key)
+        if not isinstance(value, list):
+            raise self.fail(key, "an array", value)
+        return value
+
+
+def _label(kind: str, index: int, value: object) -> str:
+    """``debs[3] (libc6)``: the entry's position and, when it has a plain one, its name."""
+    name = value.get("name") if isinstance(value, dict) else None
+    if isinstance(name, str) and name.isprintable() and len(name) <= 80:
+        return f"{kind}[{index}] ({name})"
+    return f"{kind}[{index}]"
+
+
+def _suite(origin: str, index: int, value: object) -> LockedSuite:
+    entry = _Object(origin, _label("suites", index, value), value, _SUITE_KEYS)
+    return LockedSuite(
+        name=entry.string("name", _SUITE, "a suite name such as 'trixie-security'"),
+        date=entry.string("date", _DATE, "a Release date (one line of text)"),
+        epoch=entry.integer("epoch", "a Unix timestamp (a non-negative integer)"),
+    )
+
+
+def _deb(origin: str, index: int, value: object) -> LockedDeb:
+    entry = _Object(origin, _label("debs", index, value), value, _DEB_KEYS)
+    return LockedDeb(
+        name=entry.string("name", _DEB_NAME, "a Debian package name"),
+        version=entry.string("version", _DEB_VERSION, "a Debian version"),
+        architecture=entry.string("architecture", _DEB_ARCH, "a Debian architecture"),
+        suite=entry.string("suite", _SUITE, "a suite name such as 'trixie-security'"),
+        filename=entry.string(
+            "filename",
+            _POOL_FILE,
+            "a path below the archive root ('pool/...', no '..' or empty components)",
+        ),
+        sha256=entry.string("sha256", _HEX64, "a sha256 digest (64 lowercase hex digits)"),
+        size=entry.integer("size"),
+        source=entry.string("source", _DEB_NAME, "a Debian source package name"),
+        source_version=entry.string("source_version", _DEB_VERSION, "a Debian version"),
+    )
+
+
+def _wheel(origin: str, index: int, value: object) -> LockedWheel:
+    entry = _Object(origin, _label("wheels", index, value), value, _WHEEL_KEYS)
+    name = entry.string("name", _PYPI_NAME, "a canonical (PEP 503) project name")
+    version = entry.string("version", r"[A-Za-z0-9][A-Za-z0-9.+!_\-]*", "a PEP 440 version")
+    try:
+        parsed_version = Version(version)
+    except InvalidVersion:
+        raise entry.fail("version", "a PEP 440 version", version) from None
+    expected = f"a wheel file name of {name} {version} (a plain name, no '/')"
+    filename = entry.string("filename", r"[A-Za-z0-9][A-Za-z0-9.+!_\-]*\.whl", expected)
+    try:
+        project, file_version, _, _ = parse_wheel_filename(filename)
+    except (InvalidWheelFilename, InvalidVersion):
+        raise entry.fail("filename", expected, filename) from None
+    if project != name or file_version != parsed_version:
+        raise entry.fail("filename", expected, filename)
+    return LockedWheel(
+        name=name,
+        version=version,
+        filename=filename,
+        sha256=entry.string("sha256", _HEX64, "a sha256 digest (64 lowercase hex digits)"),
+        size=entry.integer("size"),
+    )
+
+
 def parse_lock(text: str, origin: str) -> Lock:
+    """The lock in ``text`` (read from ``origin``), every field checked; LockError otherwise."""
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, or a number too long
         raise LockError(f"{origin}: not valid JSON: {exc}", hint="run `hardflow lock`") from None
-    if not isinstance(data, dict) or data.get("lock_version") != LOCK_VERSION:
-        found = data.get("lock_version") if isinstance(data, dict) else type(data).__name__
+    version = data.get("lock_version") if isinstance(data, dict) else None
+    if type(version) is not int or version != LOCK_VERSION:
+        found = _describe(version) if isinstance(data, dict) else _describe(data)
         raise LockError(
-            f"{origin}: expected lock_version {LOCK_VERSION}, found {found!r}",
+            f"{origin}: expected an object with lock_version {LOCK_VERSION}, found {found}",
             hint="run `hardflow lock` to write a lock this version understands",
         )
-    try:
-        return Lock(
-            spec_checksum=str(data["spec_checksum"]),
-            suites=tuple(LockedSuite(**s) for s in data["suites"]),
-            debs=tuple(LockedDeb(**d) for d in data["debs"]),
-            wheels=tuple(LockedWheel(**w) for w in data["wheels"]),
-        )
-    except (KeyError, TypeError) as exc:
-        raise LockError(
-            f"{origin}: malformed lock ({exc})", hint="run `hardflow lock` to rewrite it"
-        ) from None
+    top = _Object(origin, "top level", data, _TOP_KEYS)
+    return Lock(
+        spec_checksum=top.string(
+            "spec_checksum", _SPEC_CHECKSUM, "'sha256:' and 64 lowercase hex digits"
+        ),
+        suites=tuple(_suite(origin, i, v) for i, v in enumerate(top.array("suites"))),
+        debs=tuple(_deb(origin, i, v) for i, v in enumerate(top.array("debs"))),
+        wheels=tuple(_wheel(origin, i, v) for i, v in enumerate(top.array("wheels"))),
+    )
 
 
 def read_lock(path: Path) -> Lock:
@@ -102,6 +261,8 @@ def read_lock(path: Path) -> Lock:
         raise LockError(f"no lock file at {path}", hint="run `hardflow lock` first") from None
     except OSError as exc:
         raise LockError(f"cannot read lock {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise LockError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     return parse_lock(text, str(path))
 
 

@@ -27,8 +27,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hardflow.errors import TrustError
+from hardflow.errors import ImageError, TrustError
 from hardflow.fsutil import atomic_write
+from hardflow.oci.blobs import (
+    as_list,
+    as_object,
+    as_size,
+    as_str,
+    check_digest,
+    load_json,
+    open_regular,
+    string_map,
+)
+from hardflow.oci.reader import (
+    index_entries,
+    layout_blob_path,
+    open_image,
+    read_layout_blob,
+)
+from hardflow.oci.reader import (
+    is_attachment_tag as is_attachment_tag,  # re-exported: callers import it from here
+)
 from hardflow.oci.writer import (
     MEDIA_CONFIG,
     MEDIA_MANIFEST,
@@ -46,8 +65,8 @@ ATT_SUFFIX = "att"
 ZERO_TIME = "0001-01-01T00:00:00Z"  # what cosign's go-containerregistry writes
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_ATTACHMENT_TAG = re.compile(r"^sha256-[0-9a-f]{64}\.[a-z]+$")
 _HASH_CHUNK = 1 << 20
+MAX_UNSIZED_BLOB = 1 << 30  # a blob read without a descriptor size: at most this many bytes
 
 
 @dataclass(frozen=True)
@@ -94,10 +113,6 @@ def attachment_tag(manifest_digest: str, suffix: str) -> str:
             f"{manifest_digest!r} is not a manifest digest; expected sha256:<64 hex digits>"
         )
     return manifest_digest.replace(":", "-") + "." + suffix
-
-
-def is_attachment_tag(tag: str | None) -> bool:
-    return tag is not None and bool(_ATTACHMENT_TAG.match(tag))
 
 
 def attachment_config(layers: Sequence[AttachedLayer]) -> bytes:
@@ -168,55 +183,74 @@ def merge_by_predicate(
 # reading a layout
 
 
+class LayoutError(TrustError, ImageError):
+    """The layout cannot be read safely: an image error that signing and verifying report as a
+    trust failure (nothing built on it may be signed)."""
+
+
+def _trusted(exc: ImageError) -> LayoutError:
+    return LayoutError(exc.message, hint=exc.hint)
+
+
 def blob_path(layout_dir: Path, digest: str) -> Path:
-    if not _DIGEST.match(digest):
-        raise TrustError(f"{layout_dir}: {digest!r} is not a sha256 digest")
-    return layout_dir / "blobs" / "sha256" / digest.removeprefix("sha256:")
+    try:
+        return layout_blob_path(layout_dir, digest)
+    except ImageError as exc:
+        raise _trusted(exc) from None
 
 
 def read_blob(layout_dir: Path, digest: str, size: int | None = None) -> bytes:
-    """A blob's bytes, after checking that they hash to its digest (and have its size)."""
-    path = blob_path(layout_dir, digest)
+    """A blob's bytes, after checking that they hash to its digest (and have its size).
+
+    The blob must be a regular file; it is read up to its descriptor's size (or
+    :data:`MAX_UNSIZED_BLOB` when none is given). To check a large blob without holding it,
+    use :func:`verify_blob`."""
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise TrustError(
-            f"{layout_dir}: blob {digest} is missing ({exc.strerror})",
-            hint="the OCI layout is incomplete; rebuild it",
-        ) from None
-    actual = sha256_digest(data)
+        return read_layout_blob(
+            layout_dir, digest, size, limit=size if size is not None else MAX_UNSIZED_BLOB
+        )
+    except ImageError as exc:
+        raise _trusted(exc) from None
+
+
+def verify_blob(layout_dir: Path, digest: str, size: int | None = None) -> None:
+    """Check a blob (of any size) against its digest and size, streaming."""
+    actual = file_digest(blob_path(layout_dir, digest), size)
     if actual != digest:
-        raise TrustError(
-            f"{layout_dir}: blob {digest} was changed: its content hashes to {actual}"
+        raise LayoutError(
+            f"{layout_dir}: blob {digest} does not match its digest: its content hashes to "
+            f"{actual}",
+            hint="the blob was modified after it was written",
         )
-    if size is not None and size != len(data):
-        raise TrustError(
-            f"{layout_dir}: blob {digest} has {len(data)} bytes; its descriptor says {size}"
-        )
-    return data
 
 
-def file_digest(path: Path) -> str:
+def file_digest(path: Path, size: int | None = None) -> str:
+    """The sha256 of a regular file (a symlink or FIFO is refused), read in chunks."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            h.update(chunk)
+    try:
+        with open_regular(path, f"blob {path.name}", size) as fh:
+            while chunk := fh.read(_HASH_CHUNK):
+                h.update(chunk)
+    except ImageError as exc:
+        raise _trusted(exc) from None
+    except OSError as exc:
+        raise LayoutError(f"cannot read {path}: {exc.strerror}") from None
     return "sha256:" + h.hexdigest()
 
 
 def read_index(layout_dir: Path) -> dict[str, Any]:
-    path = layout_dir / "index.json"
-    try:
-        doc = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise TrustError(
+    """``index.json``, bounded and checked: an object whose ``manifests`` is a list."""
+    if not os.path.lexists(layout_dir / "index.json"):
+        raise LayoutError(
             f"{layout_dir} is not an OCI image layout: it has no index.json",
             hint="IMAGE is the oci/ directory a build writes, e.g. out/NAME-TAG/oci",
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise TrustError(f"cannot read {path}: {exc}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):
-        raise TrustError(f"{path} is not an OCI image index (no manifests list)")
+        )
+    try:
+        with open_image(layout_dir) as reader:
+            doc = reader.index()
+        as_list(doc.get("manifests"), f"{layout_dir}/index.json: manifests")
+    except ImageError as exc:
+        raise _trusted(exc) from None
     return doc
 
 
@@ -227,21 +261,16 @@ def entry_tag(entry: Mapping[str, Any]) -> str | None:
 
 
 def image_entries(index: Mapping[str, Any]) -> list[ImageEntry]:
-    """Every image manifest the index names, attachments left out."""
-    out: list[ImageEntry] = []
-    for entry in index["manifests"]:
-        if not isinstance(entry, dict) or is_attachment_tag(entry_tag(entry)):
-            continue
-        annotations = entry.get("annotations") or {}
-        out.append(
-            ImageEntry(
-                digest=str(entry.get("digest")),
-                size=int(entry.get("size", 0)),
-                tag=entry_tag(entry),
-                name=annotations.get("io.containerd.image.name"),
-            )
-        )
-    return out
+    """Every image manifest the index names, attachments left out (each entry checked)."""
+    try:
+        entries = index_entries(index, "index.json")
+    except ImageError as exc:
+        raise _trusted(exc) from None
+    return [
+        ImageEntry(str(e.digest), e.size or 0, e.ref_name, e.image_name)
+        for e in entries
+        if not e.attachment
+    ]
 
 
 def image_entry(layout_dir: Path, tag: str | None = None) -> ImageEntry:
@@ -273,15 +302,31 @@ def attached_layers(
     entries = [e for e in index["manifests"] if isinstance(e, dict) and entry_tag(e) == tag]
     if not entries:
         return None
-    entry = entries[-1]
-    digest = str(entry.get("digest"))
-    manifest = json.loads(read_blob(layout_dir, digest, entry.get("size")))
-    layers: list[AttachedLayer] = []
-    for desc in manifest.get("layers", []):
-        data = read_blob(layout_dir, str(desc.get("digest")), desc.get("size"))
-        layers.append(
-            AttachedLayer(str(desc.get("mediaType")), data, dict(desc.get("annotations") or {}))
-        )
+    try:
+        (entry,) = index_entries({"manifests": entries[-1:]}, f"{layout_dir}/index.json")
+        digest = str(entry.digest)
+        what = f"{layout_dir}: attachment manifest {digest}"
+        manifest = as_object(load_json(read_blob(layout_dir, digest, entry.size), what), what)
+        layers: list[AttachedLayer] = []
+        for i, item in enumerate(as_list(manifest.get("layers"), f"{what}: layers")):
+            desc = as_object(item, f"{what}: layers[{i}]")
+            size = desc.get("size")
+            data = read_blob(
+                layout_dir,
+                check_digest(desc.get("digest"), f"{what}: layers[{i}]"),
+                None if size is None else as_size(size, f"{what}: layers[{i}].size"),
+            )
+            layers.append(
+                AttachedLayer(
+                    as_str(desc.get("mediaType"), f"{what}: layers[{i}].mediaType"),
+                    data,
+                    string_map(desc.get("annotations"), f"{what}: layers[{i}].annotations"),
+                )
+            )
+    except LayoutError:
+        raise
+    except ImageError as exc:
+        raise _trusted(exc) from None
     return digest, layers
 
 
@@ -292,7 +337,11 @@ def attached_layers(
 def _write_blob(layout_dir: Path, data: bytes) -> str:
     digest = sha256_digest(data)
     path = blob_path(layout_dir, digest)
-    if not path.exists() or file_digest(path) != digest:
+    try:
+        present = file_digest(path) == digest
+    except ImageError:  # missing, or not a regular file: written anew (replacing it)
+        present = False
+    if not present:
         atomic_write(path, data)
     return digest
 
@@ -354,9 +403,7 @@ def attach_signature(
     return attach(layout_dir, manifest_digest, SIG_SUFFIX, [layer], merge_by_digest)
 
 
-def attach_attestations(
-    layout_dir: Path, manifest_digest: str, envelopes: Sequence[bytes]
-) -> str:
+def attach_attestations(layout_dir: Path, manifest_digest: str, envelopes: Sequence[bytes]) -> str:
     """Store DSSE envelopes as cosign attestations of the image ``manifest_digest``.
 
     One layer per envelope (media type ``application/vnd.dsse.envelope.v1+json``, annotation

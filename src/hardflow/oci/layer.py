@@ -1,30 +1,31 @@
 """A layer blob as a value, and its two compressions (gzip and zstd), one setting each.
 
 The settings are fixed so the same tar always gives the same bytes (see
-:mod:`hardflow.build.layers` for the tar writer and the reasons behind each setting).
+:mod:`hardflow.build.layers` for the tar writer and the reasons behind each setting). Reading
+a layer goes through the one image reader (:mod:`hardflow.oci.stream`); :func:`open_layer` and
+:func:`iter_tar_entries` are thin wrappers over it for the builder.
 """
 
 from __future__ import annotations
 
-import gzip
 import struct
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO
 
 import zstandard
 
-from hardflow.errors import BuildError
+from hardflow.errors import BuildError, ImageError
+from hardflow.oci.blobs import Compression as Compression  # re-exported: the layer value's type
+from hardflow.oci.blobs import compression_of
+from hardflow.oci.stream import open_layer_file, open_tar_stream
 
-Compression = Literal["gzip", "zstd"]
 COMPRESSIONS: tuple[Compression, ...] = ("gzip", "zstd")
 GZIP_LEVEL = 6
 ZSTD_LEVEL = 3
 SUFFIX: dict[str, str] = {"gzip": ".tar.gz", "zstd": ".tar.zst"}
-_GZIP_MAGIC = b"\x1f\x8b"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,6 @@ def gzip_header() -> bytes:
     return b"\x1f\x8b\x08\x00" + struct.pack("<I", 0) + b"\x00\xff"
 
 
-
 def zstd_compressor() -> zstandard.ZstdCompressor:
     """The one zstd setting layers are written with (see the module docstring)."""
     return zstandard.ZstdCompressor(
@@ -52,37 +52,30 @@ def zstd_compressor() -> zstandard.ZstdCompressor:
     )
 
 
-
 def layer_compression(head: bytes) -> Compression | None:
     """The compression a blob starts with (its first bytes), or None for a plain tar."""
-    if head.startswith(_GZIP_MAGIC):
-        return "gzip"
-    if head.startswith(_ZSTD_MAGIC):
-        return "zstd"
-    return None
+    return compression_of(head)
+
+
+class LayerError(BuildError, ImageError):
+    """A layer blob cannot be read: a build error to the builder, an image error to readers."""
 
 
 def open_layer(path: Path) -> IO[bytes]:
-    """The uncompressed tar stream of a layer blob: gzip, zstd or plain, told by its magic."""
+    """The uncompressed tar stream of a layer blob: gzip, zstd or plain, told by its magic.
+
+    A thin wrapper over :func:`hardflow.oci.stream.open_tar_stream` (the blob must be a regular
+    file; nothing is verified: the caller checks the diff_id when it matters)."""
     try:
-        fh = open(path, "rb")  # noqa: SIM115 (returned: the caller closes it)
-    except OSError as exc:
-        raise BuildError(f"cannot read layer {path}: {exc.strerror}") from None
-    kind = layer_compression(fh.read(4))
-    fh.seek(0)
-    if kind == "gzip":
-        fh.close()
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    if kind == "zstd":
-        reader: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(fh, closefd=True)
-        return reader
-    return fh
+        return open_tar_stream(path)
+    except ImageError as exc:
+        raise LayerError(exc.message, hint=exc.hint) from None
 
 
 def iter_tar_entries(tar_gz: Path) -> Iterator[tarfile.TarInfo]:
     """The members of a (gzip- or zstd-compressed) layer, in archive order (tests, audits)."""
     try:
-        with open_layer(tar_gz) as stream, tarfile.open(fileobj=stream, mode="r|") as archive:
-            yield from archive
-    except (tarfile.TarError, OSError, EOFError, zstandard.ZstdError) as exc:
-        raise BuildError(f"cannot read layer {tar_gz}: {exc}") from None
+        with open_layer_file(tar_gz) as layer:
+            yield from layer
+    except ImageError as exc:
+        raise LayerError(exc.message, hint=exc.hint) from None

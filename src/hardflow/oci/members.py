@@ -26,7 +26,6 @@ class MemberIssue:
     detail: str  # e.g. the link target
 
 
-
 def _climbs(path: str) -> bool:
     """True when resolving ``path`` lexically from the root would go above it."""
     depth = 0

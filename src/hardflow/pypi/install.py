@@ -6,6 +6,10 @@ builder needs: the wheel is checked before anything is written (member names tha
 RECORD entries whose hash or size do not match), scripts get the target interpreter's shebang,
 no bytecode is compiled (the target interpreter does that later, for reproducible ``.pyc``),
 modes are normalised to 0644/0755 whatever the host umask, and the written paths are returned.
+
+Every file is written through :mod:`hardflow.fsutil`'s confinement (below the image root, no
+symlinked component, never over an existing file), besides installer's own lexical check of
+each scheme path: a wheel cannot make the installer write anywhere else, whatever it names.
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ from typing import BinaryIO
 from installer import install
 from installer.destinations import SchemeDictionaryDestination
 from installer.exceptions import InstallerError
-from installer.records import RecordEntry
+from installer.records import Hash, RecordEntry
 from installer.sources import WheelFile
-from installer.utils import Scheme
+from installer.utils import Scheme, copyfileobj_with_hashing
 from packaging.utils import canonicalize_name
 
 from hardflow.errors import ArchiveError
+from hardflow.fsutil import ConfinementError, open_confined
 
 INSTALLER_NAME = b"hardflow\n"
 
@@ -70,17 +75,23 @@ def check_member_types(wheel: Path, zf: zipfile.ZipFile) -> None:
 
 
 @dataclass
-class _TrackingDestination(SchemeDictionaryDestination):
-    """A scheme destination that remembers every file it wrote."""
+class _ConfinedDestination(SchemeDictionaryDestination):
+    """A scheme destination that writes only below ``root``, through the confined writer,
+    and remembers every file it wrote."""
 
+    root: Path = field(default_factory=Path)
     written: list[Path] = field(default_factory=list)
 
     def write_to_fs(
         self, scheme: Scheme, path: str, stream: BinaryIO, is_executable: bool
     ) -> RecordEntry:
-        entry = super().write_to_fs(scheme, path, stream, is_executable)
-        self.written.append(self._path_with_destdir(scheme, path))
-        return entry
+        target = self._path_with_destdir(scheme, path)  # installer's lexical check first
+        rel = os.path.relpath(target, self.root)  # "../..." when outside: refused below
+        # a new file (O_EXCL): an existing one raises FileExistsError, as installer does
+        with open_confined(self.root, rel, 0o755 if is_executable else 0o644) as out:
+            digest, size = copyfileobj_with_hashing(stream, out, self.hash_algorithm)
+        self.written.append(target)
+        return RecordEntry(path, Hash(self.hash_algorithm, digest), size)
 
 
 def _normalise_modes(root: Path, files: list[Path]) -> None:
@@ -133,13 +144,15 @@ def install_wheel(
                 "data": place(data_dir),
                 "headers": place(headers_dir),
             }
-            destination = _TrackingDestination(
+            destination = _ConfinedDestination(
                 scheme_dict=scheme,
                 interpreter=interpreter,
                 script_kind="posix",
                 hash_algorithm="sha256",
                 bytecode_optimization_levels=(),
+                root=root,
             )
+            root.mkdir(parents=True, exist_ok=True)  # checked: the confined writer starts here
             with warnings.catch_warnings():
                 # installer skips (rightly) the __pycache__ files some wheels ship, e.g.
                 # Flask-AppBuilder's cpython-38 .pyc, and warns on every build; the image's
@@ -148,6 +161,11 @@ def install_wheel(
                     "ignore", message=r"Skip installing .*__pycache__", category=RuntimeWarning
                 )
                 install(source, destination, additional_metadata={"INSTALLER": INSTALLER_NAME})
+    except ConfinementError as exc:
+        raise ArchiveError(
+            f"wheel {wheel.name}: refusing to write /{exc.rel}: {exc.reason}",
+            hint="the wheel is malformed or malicious; do not use it",
+        ) from None
     except ArchiveError:
         raise
     except FileExistsError as exc:

@@ -19,6 +19,12 @@ Podman facts this module is built around (podman 4.3, rootful, no systemd as PID
 - ``podman load`` prints ``Loaded image: REF`` (or ``Loaded image(s): A,B``) on stdout.
 - ``podman cp NAME:PATH -`` writes a tar stream to stdout, for running containers too, and
   needs no program inside the image (:func:`read_file`).
+
+Names are hostile input (``--name=-l`` would reach podman as its "latest container" option):
+every function that takes a container or volume name checks it with :func:`check_name` (podman's
+own rule, bounded length) before anything runs, and every command line puts positional names and
+image references after ``--``. Whether a container is one hardflow started is the runner's
+question (:mod:`hardflow.run.runner`), answered from :func:`container_labels`.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from pathlib import Path
 from typing import Literal
 
 from hardflow.errors import EngineError
+from hardflow.run.redact import redact_userinfo
 
 EngineName = Literal["podman", "docker"]
 ENGINE_ENV = "HARDFLOW_ENGINE"
@@ -46,7 +53,12 @@ _DEFAULT_TIMEOUT = 300.0
 _ERROR_LINES = 12
 # Noise podman prints on every health-checked container when systemd is not PID 1.
 _NOISE = re.compile(r"systemd connection|Removing timer for container")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# podman's rule for container and volume names, matched whole (a '$' would let a final newline
+# through); the bound keeps names, and the volume named after a container, short.
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+NAME_MAX = 128
+# An image reference may hold '/', ':' and '@' but never starts like an option or holds blanks.
+_IMAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/@+-]*")
 
 
 @dataclass(frozen=True)
@@ -139,7 +151,7 @@ TMPFS_OPTIONS = "rw,nosuid,nodev,mode=1777"
 
 def _trim(text: str, lines: int = _ERROR_LINES) -> str:
     kept = [ln for ln in text.strip().splitlines() if ln.strip() and not _NOISE.search(ln)]
-    return "\n".join(kept[-lines:])
+    return redact_userinfo("\n".join(kept[-lines:]))
 
 
 def _describe(argv: Sequence[str]) -> str:
@@ -287,10 +299,11 @@ def load_archive(engine: Engine, archive: Path) -> str:
 
 def save_argv(engine: Engine, ref: str, dest: Path) -> list[str]:
     """The command line that writes ``ref`` from the local store as a docker-archive."""
+    check_image_ref(ref)
     argv = [engine.path, "save", "--output", str(dest)]
     if engine.name == "podman":
         argv += ["--format", "docker-archive"]
-    return [*argv, ref]
+    return [*argv, "--", ref]
 
 
 def save_image(engine: Engine, ref: str, dest: Path) -> Path:
@@ -305,7 +318,9 @@ def save_image(engine: Engine, ref: str, dest: Path) -> Path:
 
 
 def image_exists(engine: Engine, ref: str) -> bool:
-    proc = _call([engine.path, "image", "inspect", "--format", "{{.Id}}", ref], check=False)
+    check_image_ref(ref)
+    argv = [engine.path, "image", "inspect", "--format", "{{.Id}}", "--", ref]
+    proc = _call(argv, check=False)
     return proc.returncode == 0
 
 
@@ -313,12 +328,29 @@ def image_exists(engine: Engine, ref: str) -> bool:
 # containers
 
 
-def _check_name(name: str, what: str) -> None:
-    if not _NAME_RE.match(name):
+def check_name(name: str, what: str = "container", option: str | None = None) -> str:
+    """``name`` if it is a valid container or volume name; EngineError naming it otherwise.
+
+    ``what`` is "container" or "volume"; ``option`` the command-line option the name came from
+    (``--name``), for the message.
+    """
+    given = f" given as {option}" if option else ""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or len(name) > NAME_MAX:
         raise EngineError(
-            f"invalid {what} name {name!r}: use letters, digits, '_', '.' and '-', "
-            "starting with a letter or digit"
+            f"invalid {what} name {name!r}{given}: expected 1 to {NAME_MAX} letters, digits, "
+            "'_', '.' or '-', starting with a letter or digit"
         )
+    return name
+
+
+def check_image_ref(ref: str) -> str:
+    """``ref`` if it can be an image reference (never an option); EngineError otherwise."""
+    if not isinstance(ref, str) or not _IMAGE_RE.fullmatch(ref) or len(ref) > 1024:
+        raise EngineError(
+            f"invalid image reference {ref!r}: expected NAME[:TAG][@DIGEST], starting with a "
+            "letter or digit, without blanks"
+        )
+    return ref
 
 
 def _health_argv(engine: Engine, hc: HealthCheck) -> list[str]:
@@ -340,7 +372,8 @@ def run_argv(engine: Engine, opts: RunOptions) -> list[str]:
     Environment variables are passed as ``--env NAME`` only: the engine takes the value from
     its own environment (see :func:`run_container`), so no value shows up in ``ps``.
     """
-    _check_name(opts.name, "container")
+    check_name(opts.name, "container")
+    check_image_ref(opts.image)
     argv = [engine.path, "run", "--name", opts.name, "--pull", "never"]
     if opts.detach:
         argv.append("--detach")
@@ -357,7 +390,7 @@ def run_argv(engine: Engine, opts: RunOptions) -> list[str]:
     for path in opts.tmpfs:
         argv += ["--tmpfs", f"{path}:{TMPFS_OPTIONS}"]
     for volume, target in opts.volumes.items():
-        _check_name(volume, "volume")
+        check_name(volume, "volume")
         argv += ["--mount", f"type=volume,source={volume},target={target}"]
     for bind in opts.binds:
         src = str(bind.source)
@@ -389,14 +422,50 @@ def run_argv(engine: Engine, opts: RunOptions) -> list[str]:
         argv.append(f"--network={opts.network}")
     if opts.entrypoint is not None:
         argv += ["--entrypoint", opts.entrypoint]
-    argv.append(opts.image)
-    argv += list(opts.command)
+    argv += ["--", opts.image, *opts.command]
     return argv
 
 
 def container_exists(engine: Engine, name: str) -> bool:
-    proc = _call([engine.path, "container", "inspect", "--format", "{{.Id}}", name], check=False)
-    return proc.returncode == 0
+    check_name(name, "container")
+    argv = [engine.path, "container", "inspect", "--format", "{{.Id}}", "--", name]
+    return _call(argv, check=False).returncode == 0
+
+
+def parse_labels(what: str, name: str, inspect_json: str) -> dict[str, str] | None:
+    """The labels in ``container inspect`` (``Config.Labels``) or ``volume inspect``
+    (``Labels``) JSON, podman or docker; {} for an object without labels.
+
+    None when the object inspected is not named exactly ``name``: engines also resolve a
+    container by a prefix of its id, and ``--name c`` must not mean "the container whose id
+    starts with c".
+    """
+    try:
+        data = json.loads(inspect_json)
+    except json.JSONDecodeError as exc:
+        raise EngineError(f"could not parse the engine's inspect output for {name}: {exc}") from exc
+    if isinstance(data, list):
+        if not data:
+            return None
+        data = data[0]
+    if not isinstance(data, dict):
+        raise EngineError(f"the engine's inspect output for {what} {name} is not an object")
+    if str(data.get("Name", "")).lstrip("/") != name:  # docker writes container names as "/x"
+        return None
+    holder = data.get("Config") if what == "container" else data
+    labels = holder.get("Labels") if isinstance(holder, dict) else None
+    if not isinstance(labels, dict):
+        return {}
+    return {str(k): str(v) for k, v in labels.items()}
+
+
+def container_labels(engine: Engine, name: str) -> dict[str, str] | None:
+    """The labels of the container named exactly ``name``; None when there is none."""
+    check_name(name, "container")
+    proc = _call([engine.path, "container", "inspect", "--", name], check=False)
+    if proc.returncode != 0:
+        return None
+    return parse_labels("container", name, proc.stdout)
 
 
 def run_container(engine: Engine, opts: RunOptions) -> str:
@@ -410,7 +479,7 @@ def run_container(engine: Engine, opts: RunOptions) -> str:
     proc = _call(argv, check=False, env=dict(opts.env), timeout=None if not opts.detach else 600)
     if proc.returncode != 0:
         if not existed and container_exists(engine, opts.name):
-            _call([engine.path, "rm", "--force", opts.name], check=False)
+            _call([engine.path, "rm", "--force", "--", opts.name], check=False)
         raise EngineError(
             f"`{_describe(argv)}` failed with exit status {proc.returncode}:\n"
             f"{_trim(proc.stderr or proc.stdout or '') or '(no output)'}"
@@ -450,7 +519,8 @@ def parse_state(name: str, inspect_json: str) -> ContainerState:
 
 
 def container_state(engine: Engine, name: str) -> ContainerState:
-    proc = _call([engine.path, "container", "inspect", name], check=False)
+    check_name(name, "container")
+    proc = _call([engine.path, "container", "inspect", "--", name], check=False)
     if proc.returncode != 0:
         raise EngineError(
             f"no container named {name} ({_trim(proc.stderr, 2) or 'inspect failed'})"
@@ -467,6 +537,7 @@ def probe_health(engine: Engine, name: str) -> HealthProbe:
     ``none``: the container has no health check (podman), or docker has no status yet.
     Raises EngineError if the container is not running.
     """
+    check_name(name, "container")
     if engine.name == "docker":
         st = container_state(engine, name)
         if not st.running:
@@ -474,7 +545,7 @@ def probe_health(engine: Engine, name: str) -> HealthProbe:
         if st.health == "healthy":
             return "healthy"
         return "unhealthy" if st.health in ("unhealthy", "starting") else "none"
-    proc = _call([engine.path, "healthcheck", "run", name], check=False, timeout=120)
+    proc = _call([engine.path, "healthcheck", "run", "--", name], check=False, timeout=120)
     if proc.returncode == 0:
         return "healthy"
     if proc.returncode == 1:
@@ -494,10 +565,11 @@ def exec_in(
     check: bool = True,
     timeout: float | None = _DEFAULT_TIMEOUT,
 ) -> subprocess.CompletedProcess[str]:
+    check_name(name, "container")
     cmd = [engine.path, "exec"]
     if user is not None:
         cmd += ["--user", user]
-    cmd += [name, *argv]
+    cmd += ["--", name, *argv]
     return _call(cmd, check=check, timeout=timeout)
 
 
@@ -506,7 +578,10 @@ def read_file(engine: Engine, name: str, path: str) -> bytes:
 
     Needs no program in the image.
     """
-    data = _call_bytes([engine.path, "cp", f"{name}:{path}", "-"])
+    check_name(name, "container")
+    if not path.startswith("/"):
+        raise EngineError(f"container path {path!r} must be absolute")
+    data = _call_bytes([engine.path, "cp", "--", f"{name}:{path}", "-"])
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
             for member in tar:
@@ -520,12 +595,14 @@ def read_file(engine: Engine, name: str, path: str) -> bytes:
 
 
 def stop(engine: Engine, name: str, timeout: int = 30) -> None:
-    _call([engine.path, "stop", "--time", str(timeout), name], timeout=timeout + 60)
+    check_name(name, "container")
+    _call([engine.path, "stop", "--time", str(timeout), "--", name], timeout=timeout + 60)
 
 
 def wait(engine: Engine, name: str, timeout: float = _DEFAULT_TIMEOUT) -> int:
     """Block until the container exits; return its exit code."""
-    proc = _call([engine.path, "wait", name], timeout=timeout)
+    check_name(name, "container")
+    proc = _call([engine.path, "wait", "--", name], timeout=timeout)
     try:
         return int(proc.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError) as exc:
@@ -533,10 +610,11 @@ def wait(engine: Engine, name: str, timeout: float = _DEFAULT_TIMEOUT) -> int:
 
 
 def remove(engine: Engine, name: str, *, force: bool = False) -> None:
+    check_name(name, "container")
     argv = [engine.path, "rm"]
     if force:
         argv.append("--force")
-    _call([*argv, name])
+    _call([*argv, "--", name])
 
 
 def logs(engine: Engine, name: str, follow: bool = False, tail: int | None = None) -> str:
@@ -545,12 +623,12 @@ def logs(engine: Engine, name: str, follow: bool = False, tail: int | None = Non
     With ``follow`` the output streams to this process's stdout until the container stops
     (or Ctrl-C), and an empty string is returned.
     """
+    check_name(name, "container")
     argv = [engine.path, "logs"]
     if tail is not None:
         argv += ["--tail", str(tail)]
     if follow:
-        argv.append("--follow")
-        argv.append(name)
+        argv += ["--follow", "--", name]
         try:
             rc = subprocess.run(argv, stdin=subprocess.DEVNULL, check=False).returncode
         except FileNotFoundError as exc:
@@ -558,7 +636,7 @@ def logs(engine: Engine, name: str, follow: bool = False, tail: int | None = Non
         if rc != 0:
             raise EngineError(f"`{_describe(argv)}` failed with exit status {rc}")
         return ""
-    return _call([*argv, name], merge_stderr=True).stdout
+    return _call([*argv, "--", name], merge_stderr=True).stdout
 
 
 # ---------------------------------------------------------------------------------------------
@@ -566,20 +644,30 @@ def logs(engine: Engine, name: str, follow: bool = False, tail: int | None = Non
 
 
 def volume_exists(engine: Engine, name: str) -> bool:
-    proc = _call([engine.path, "volume", "inspect", name], check=False)
-    return proc.returncode == 0
+    check_name(name, "volume")
+    return _call([engine.path, "volume", "inspect", "--", name], check=False).returncode == 0
+
+
+def volume_labels(engine: Engine, name: str) -> dict[str, str] | None:
+    """The volume's labels; None when there is no such volume."""
+    check_name(name, "volume")
+    proc = _call([engine.path, "volume", "inspect", "--", name], check=False)
+    if proc.returncode != 0:
+        return None
+    return parse_labels("volume", name, proc.stdout)
 
 
 def volume_create(engine: Engine, name: str, labels: Mapping[str, str] | None = None) -> None:
-    _check_name(name, "volume")
+    check_name(name, "volume")
     argv = [engine.path, "volume", "create"]
     for key in sorted(labels or {}):
         argv += ["--label", f"{key}={(labels or {})[key]}"]
-    _call([*argv, name])
+    _call([*argv, "--", name])
 
 
 def volume_remove(engine: Engine, name: str, *, force: bool = False) -> None:
+    check_name(name, "volume")
     argv = [engine.path, "volume", "rm"]
     if force:
         argv.append("--force")
-    _call([*argv, name])
+    _call([*argv, "--", name])

@@ -1,26 +1,14 @@
-"""The host side of ``hardflow run | stop | logs``: start the image hardened, wait until it is
-healthy, read the generated admin password, and drive a DAG run through Airflow's REST API.
+"""The host side of ``hardflow run | stop | logs | password``: start the image hardened, wait
+until it is healthy, read the generated admin password, stop and remove it.
 
-Airflow 3 REST flow used by :func:`trigger_dag` (checked against apache-airflow-core 3.3.2):
+Driving a DAG run over Airflow's REST API is :mod:`hardflow.run.airflow_api`.
 
-1. ``POST /auth/token`` with JSON ``{"username", "password"}`` (SimpleAuthManager) →
-   201 ``{"access_token": JWT}``; every later call sends ``Authorization: Bearer JWT``.
-2. ``GET /api/v2/dags/{dag_id}`` until it answers 200 (404 while the DAG processor has not
-   parsed the file yet).
-3. ``PATCH /api/v2/dags/{dag_id}`` with ``{"is_paused": false}``.
-4. ``POST /api/v2/dags/{dag_id}/dagRuns`` with ``{"logical_date": null}`` (the field is required,
-   null is allowed) → ``{"dag_run_id", "state", ...}``.
-5. ``GET /api/v2/dags/{dag_id}/dagRuns/{run_id}`` until ``state`` is ``success`` or ``failed``.
-6. ``GET .../dagRuns/{run_id}/taskInstances`` → ``{"task_instances": [{task_id, state,
-   try_number, map_index}], ...}``; then for each ``.../taskInstances/{task_id}/logs/{try}``
-   with ``Accept: application/json`` → ``{"content": [{"event", "timestamp", ...}] | [str],
-   "continuation_token"}``.
-
-Airflow 2 images (checked against apache-airflow 2.11.2 with the FAB provider) have no
-``/auth/token`` (404): the same steps then use the stable REST API ``/api/v1`` with HTTP basic
-auth, which the hardflow Airflow 2 image enables (``[api] auth_backends`` includes FAB's
-``basic_auth``). ``POST .../dagRuns`` takes ``{}``; task logs are fetched as ``text/plain``
-(their JSON form is a Python repr of (host, text) pairs).
+Container names come from the command line and are hostile input. Every function here that
+takes one checks it first (:func:`hardflow.run.engine.check_name`, naming the ``--name``
+option), and only stops, removes, follows or reads containers and volumes that carry a label
+hardflow puts on what it starts (:data:`MANAGED_LABEL`; the bench's :data:`BENCH_LABEL` also
+counts): a container of the same name that someone else started is refused with an
+EngineError that says so, before anything reaches it.
 
 The generated admin password is SimpleAuthManager's JSON file on Airflow 3, and the file the
 hardflow entrypoint keeps for FAB users on Airflow 2 (plain text).
@@ -30,37 +18,37 @@ Only the standard library is used here: the host running ``hardflow`` may be any
 
 from __future__ import annotations
 
-import base64
 import json
 import socket
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from hardflow.contract import AIRFLOW_HOME, API_PORT, DAGS_DIR, HEALTH_COMMAND, STATE_DIR
 from hardflow.errors import EngineError
 from hardflow.run import engine as eng
+
+# Kept importable from here for modules that predate airflow_api (the CLI, the bench and
+# run/demo.py import them from the runner); new code imports them from airflow_api.
 from hardflow.run.engine import BindMount, Engine, HealthCheck, PortMapping, RunOptions
+from hardflow.run.redact import redact_userinfo
 
 Progress = Callable[[str], None]
 
-AIRFLOW_HOME = "/opt/airflow"
-DAGS_DIR = f"{AIRFLOW_HOME}/dags"
-CONTAINER_PORT = 8080
 # Written by the in-image entrypoint (SimpleAuthManager's own default location):
 # JSON {"admin": "<password>"}.
 PASSWORD_FILE = f"{AIRFLOW_HOME}/simple_auth_manager_passwords.json.generated"
 # Airflow 2 (FAB users): the entrypoint's generated password, plain text.
-FAB_PASSWORD_FILE = f"{AIRFLOW_HOME}/.hardflow/admin_password"
+FAB_PASSWORD_FILE = f"{STATE_DIR}/admin_password"
 ADMIN_USER = "admin"
-HEALTH_COMMAND: tuple[str, ...] = ("/usr/local/bin/hardflow-health",)
 MANAGED_LABEL = "io.hardflow.managed"
+# What `hardflow bench` puts on its containers and volumes: hardflow's too.
+BENCH_LABEL = "io.hardflow.bench"
+OWNER_LABELS = (MANAGED_LABEL, BENCH_LABEL)
+NAME_OPTION = "--name"
+VOLUME_SUFFIX = "-home"
 LOG_TAIL_ON_ERROR = 30
-_TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 
 
 def _quiet(_: str) -> None:
@@ -107,38 +95,71 @@ class RunResult:
         )
 
 
-@dataclass(frozen=True)
-class TaskResult:
-    task_id: str
-    state: str | None
-    try_number: int
-    log: str
-
-
-@dataclass(frozen=True)
-class DagRunResult:
-    dag_id: str
-    run_id: str
-    state: str
-    tasks: tuple[TaskResult, ...]
-    seconds: float
-
-    @property
-    def ok(self) -> bool:
-        return self.state == "success"
-
-
 # ---------------------------------------------------------------------------------------------
 # naming and options (pure)
 
 
 def volume_name(container: str) -> str:
     """The AIRFLOW_HOME volume that belongs to a container."""
-    return f"{container}-home"
+    return f"{container}{VOLUME_SUFFIX}"
+
+
+def check_container_name(name: str, option: str = NAME_OPTION) -> str:
+    """``name`` if it is a valid container name whose volume name is valid too (pure).
+
+    Raises EngineError naming ``option`` and the value: ``--name=-l`` must never reach the
+    engine, where it would mean "the latest container".
+    """
+    eng.check_name(name, "container", option)
+    if len(volume_name(name)) > eng.NAME_MAX:
+        raise EngineError(
+            f"invalid container name {name!r} given as {option}: at most "
+            f"{eng.NAME_MAX - len(VOLUME_SUFFIX)} characters, so that its volume "
+            f"{volume_name(name)!r} is a valid name too"
+        )
+    return name
+
+
+def is_hardflows(labels: Mapping[str, str]) -> bool:
+    """Whether a container or volume carries a label hardflow puts on what it creates."""
+    return any(labels.get(key) == "true" for key in OWNER_LABELS)
+
+
+def _not_ours(what: str, name: str) -> EngineError:
+    return EngineError(
+        f"{what} {name} exists but was not started by hardflow (it has no {MANAGED_LABEL}=true "
+        f"label): hardflow does not stop, remove or read it",
+        hint=f"pick another {NAME_OPTION}, or manage that {what} with the engine itself",
+    )
+
+
+def require_container(engine: Engine, name: str) -> None:
+    """Check that ``name`` is a valid name of an existing container hardflow started."""
+    check_container_name(name)
+    labels = eng.container_labels(engine, name)
+    if labels is None:
+        raise EngineError(
+            f"no container named {name}",
+            hint="start one with `hardflow run`; list containers with `podman ps -a`",
+        )
+    if not is_hardflows(labels):
+        raise _not_ours("container", name)
+
+
+def require_volume_if_present(engine: Engine, name: str) -> bool:
+    """Whether the volume exists; EngineError when it exists but hardflow did not create it."""
+    labels = eng.volume_labels(engine, name)
+    if labels is None:
+        return False
+    if not is_hardflows(labels):
+        raise _not_ours("volume", name)
+    return True
 
 
 def run_options(req: RunRequest) -> RunOptions:
     """The hardened :class:`RunOptions` for a request (pure; validates the request)."""
+    check_container_name(req.name)
+    eng.check_image_ref(req.image)
     if not 1 <= req.port <= 65535:
         raise EngineError(f"port {req.port} is out of range: expected 1..65535")
     binds: tuple[BindMount, ...] = ()
@@ -162,7 +183,7 @@ def run_options(req: RunRequest) -> RunOptions:
         tmpfs=("/tmp",),
         volumes={volume_name(req.name): AIRFLOW_HOME},
         binds=binds,
-        ports=(PortMapping(req.port, CONTAINER_PORT, "127.0.0.1"),),
+        ports=(PortMapping(req.port, API_PORT, "127.0.0.1"),),
         env=dict(req.env),
         labels={MANAGED_LABEL: "true"},
         detach=True,
@@ -210,7 +231,8 @@ def start(engine: Engine, req: RunRequest, on_progress: Progress = _quiet) -> Ru
             hint="pick another one with --port",
         )
     volume = volume_name(req.name)
-    if not eng.volume_exists(engine, volume):
+    # a volume someone else made would be mounted as AIRFLOW_HOME: refuse it
+    if not require_volume_if_present(engine, volume):
         on_progress(f"creating volume {volume} for {AIRFLOW_HOME}")
         eng.volume_create(engine, volume, {MANAGED_LABEL: "true"})
     on_progress(f"starting {req.name} from {req.image}")
@@ -232,7 +254,8 @@ def _last_log_lines(engine: Engine, name: str, lines: int = LOG_TAIL_ON_ERROR) -
         text = eng.logs(engine, name, tail=lines)
     except EngineError as exc:
         return f"(logs unavailable: {exc.message})"
-    return text.rstrip() or "(no output)"
+    # Airflow may log a connection string: its password stays out of the error message
+    return redact_userinfo(text.rstrip()) or "(no output)"
 
 
 def wait_healthy(
@@ -253,8 +276,9 @@ def wait_healthy(
     health check is probed with ``fallback_command`` through ``exec``; without that either, it
     counts as healthy once running. "unhealthy" while starting is not fatal: the loop goes on
     until ``timeout``. The container exiting, or the timeout, raises EngineError with the last
-    log lines.
+    log lines. Only a container hardflow started is watched (:func:`require_container`).
     """
+    require_container(engine, name)
     started = clock()
     last = "starting"
     while True:
@@ -324,7 +348,9 @@ def admin_password(
     SimpleAuthManager's JSON file (Airflow 3) is tried first, then the FAB admin's file
     (Airflow 2). Uses ``cp NAME:FILE -`` so the image needs no ``cat``. ``missing_ok``: None
     when neither file exists (passwords set another way); otherwise that is an EngineError.
+    Only a container hardflow started is read (:func:`require_container`).
     """
+    require_container(engine, name)
     try:
         return parse_password(eng.read_file(engine, name, PASSWORD_FILE), username)
     except EngineError as exc:
@@ -352,10 +378,13 @@ def stop_container(
 ) -> int | None:
     """Stop (and by default remove) the container; return its exit code.
 
-    ``remove_volume`` also deletes its AIRFLOW_HOME volume (metadata DB, logs, keys).
+    ``remove_volume`` also deletes its AIRFLOW_HOME volume (metadata DB, logs, keys). Both
+    must carry hardflow's label; that is checked before anything is stopped, so a refusal leaves
+    everything as it was.
     """
-    if not eng.container_exists(engine, name):
-        raise EngineError(f"no container named {name}", hint="list containers with `podman ps -a`")
+    require_container(engine, name)
+    volume = volume_name(name)
+    drop_volume = remove and remove_volume and require_volume_if_present(engine, volume)
     st = eng.container_state(engine, name)
     if st.running:
         on_progress(f"stopping {name} (up to {timeout}s)")
@@ -364,9 +393,9 @@ def stop_container(
     if remove:
         on_progress(f"removing {name}")
         eng.remove(engine, name, force=True)
-        if remove_volume and eng.volume_exists(engine, volume_name(name)):
-            on_progress(f"removing volume {volume_name(name)}")
-            eng.volume_remove(engine, volume_name(name))
+        if drop_volume:
+            on_progress(f"removing volume {volume}")
+            eng.volume_remove(engine, volume)
     return st.exit_code
 
 
@@ -383,6 +412,7 @@ def attach(
     On Ctrl-C the container is stopped; either way it is removed (``remove``) while its
     AIRFLOW_HOME volume is kept. Returns the container's exit code.
     """
+    require_container(engine, name)
     try:
         eng.logs(engine, name, follow=True)
     except KeyboardInterrupt:
@@ -393,201 +423,11 @@ def attach(
 
 
 def show_logs(engine: Engine, name: str, *, follow: bool = False, tail: int | None = None) -> str:
-    """The container's logs; with ``follow`` they stream to stdout and "" is returned."""
-    if not eng.container_exists(engine, name):
-        raise EngineError(f"no container named {name}", hint="start one with `hardflow run`")
-    return eng.logs(engine, name, follow=follow, tail=tail)
+    """The container's logs; with ``follow`` they stream to stdout and "" is returned.
 
-
-# ---------------------------------------------------------------------------------------------
-# Airflow REST API (stdlib only)
-
-
-class _Api:
-    def __init__(self, base_url: str, timeout: float) -> None:
-        self.base = base_url.rstrip("/")
-        self.timeout = timeout
-        self.token: str | None = None
-        self.basic: str | None = None  # "user:password" for Airflow 2's basic auth
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        ok: tuple[int, ...] = (200,),
-        allow: tuple[int, ...] = (),
-        text_body: bool = False,
-    ) -> tuple[int, Any]:
-        """(status, JSON document); with ``text_body`` the document is the plain text."""
-        url = self.base + path
-        data = None if body is None else json.dumps(body).encode()
-        headers = {"Accept": "text/plain" if text_body else "application/json"}
-        if data is not None:
-            headers["Content-Type"] = "application/json"
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        elif self.basic:
-            encoded = base64.b64encode(self.basic.encode("utf-8")).decode("ascii")
-            headers["Authorization"] = f"Basic {encoded}"
-        request = urllib.request.Request(url, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
-                status, raw = resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            status, raw = exc.code, exc.read()
-        except (urllib.error.URLError, OSError) as exc:
-            raise EngineError(f"{method} {url} failed: {getattr(exc, 'reason', exc)}") from exc
-        text = raw.decode("utf-8", "replace")
-        if status not in ok and status not in allow:
-            detail = text.strip()[:500] or "(empty body)"
-            raise EngineError(f"{method} {url} answered HTTP {status}: {detail}")
-        if text_body and status in ok:
-            return status, text
-        if not text.strip():
-            return status, None
-        try:
-            return status, json.loads(text)
-        except json.JSONDecodeError as exc:
-            if status in allow:
-                return status, None
-            raise EngineError(f"{method} {url} did not return JSON: {text[:200]!r}") from exc
-
-
-def _q(part: str) -> str:
-    return urllib.parse.quote(part, safe="")
-
-
-def render_log(content: Any) -> str:
-    """Task log text from the logs endpoint's ``content`` (structured events or plain lines)."""
-    if not isinstance(content, list):
-        return ""
-    lines: list[str] = []
-    for item in content:
-        if isinstance(item, str):
-            lines.append(item)
-        elif isinstance(item, dict):
-            event = str(item.get("event", ""))
-            prefix = ""
-            if item.get("timestamp"):
-                prefix += f"[{item['timestamp']}] "
-            if item.get("level"):
-                prefix += f"{str(item['level']).upper()} - "
-            lines.append(prefix + event)
-    return "\n".join(lines)
-
-
-def login(api: _Api, username: str, password: str) -> str:
-    _, doc = api.call(
-        "POST", "/auth/token", {"username": username, "password": password}, ok=(200, 201)
-    )
-    token = doc.get("access_token") if isinstance(doc, dict) else None
-    if not isinstance(token, str) or not token:
-        raise EngineError(f"POST {api.base}/auth/token returned no access_token")
-    return token
-
-
-def connect(api: _Api, username: str, password: str) -> str:
-    """Authenticate ``api`` and return the REST prefix: ``/api/v2`` (Airflow 3, JWT from
-    ``/auth/token``) or ``/api/v1`` (Airflow 2, basic auth; no ``/auth/token`` there)."""
-    status, doc = api.call(
-        "POST", "/auth/token", {"username": username, "password": password},
-        ok=(200, 201), allow=(404,),
-    )  # fmt: skip
-    if status != 404:
-        token = doc.get("access_token") if isinstance(doc, dict) else None
-        if not isinstance(token, str) or not token:
-            raise EngineError(f"POST {api.base}/auth/token returned no access_token")
-        api.token = token
-        return "/api/v2"
-    health_status, health = api.call("GET", "/api/v1/health", allow=(404,))
-    if health_status != 200 or not isinstance(health, dict) or "metadatabase" not in health:
-        raise EngineError(
-            f"{api.base} is neither an Airflow 3 API server (no /auth/token) nor an "
-            "Airflow 2 webserver (no /api/v1/health)"
-        )
-    api.basic = f"{username}:{password}"
-    status, _ = api.call("GET", "/api/v1/dags?limit=1", allow=(401, 403))
-    if status != 200:
-        raise EngineError(
-            f"GET {api.base}/api/v1/dags answered HTTP {status} with basic auth for "
-            f"{username!r}: wrong password, or [api] auth_backends lacks basic_auth",
-            hint="AIRFLOW__API__AUTH_BACKENDS=airflow.providers.fab.auth_manager.api.auth."
-            "backend.basic_auth,airflow.api.auth.backend.session",
-        )
-    return "/api/v1"
-
-
-def trigger_dag(
-    base_url: str,
-    username: str,
-    password: str,
-    dag_id: str,
-    timeout: float,
-    *,
-    poll_interval: float = 2.0,
-    on_progress: Progress = _quiet,
-    request_timeout: float = 30.0,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-) -> DagRunResult:
-    """Unpause ``dag_id``, trigger one run, wait for it to finish, fetch each task's log.
-
-    Raises EngineError if the login fails, the DAG never shows up, or ``timeout`` passes.
-    A run that ends ``failed`` is returned (check :attr:`DagRunResult.ok`), not raised.
+    Only a container hardflow started is read (:func:`require_container`).
     """
-    started = clock()
-    api = _Api(base_url, request_timeout)
-    prefix = connect(api, username, password)
-    airflow2 = prefix == "/api/v1"
-    dag_path = f"{prefix}/dags/{_q(dag_id)}"
-
-    def remaining(what: str) -> None:
-        if clock() - started >= timeout:
-            raise EngineError(f"{what} within {timeout:.0f}s")
-
-    while True:
-        status, _ = api.call("GET", dag_path, allow=(404,))
-        if status == 200:
-            break
-        remaining(f"DAG {dag_id} did not appear in the API (is it in the DAG folder and parsed?)")
-        on_progress(f"waiting for the DAG processor to parse {dag_id}")
-        sleep(poll_interval)
-
-    api.call("PATCH", dag_path, {"is_paused": False})
-    trigger_body: dict[str, Any] = {} if airflow2 else {"logical_date": None}
-    _, run = api.call("POST", f"{dag_path}/dagRuns", trigger_body, ok=(200, 201))
-    run_id = run.get("dag_run_id") if isinstance(run, dict) else None
-    if not isinstance(run_id, str):
-        raise EngineError(f"POST {dag_path}/dagRuns returned no dag_run_id: {run!r}")
-    on_progress(f"triggered {dag_id} run {run_id}")
-    run_path = f"{dag_path}/dagRuns/{_q(run_id)}"
-
-    state = str(run.get("state"))
-    while state not in _TERMINAL_RUN_STATES:
-        remaining(f"DAG run {run_id} of {dag_id} did not finish (state {state})")
-        sleep(poll_interval)
-        _, doc = api.call("GET", run_path)
-        state = str(doc.get("state")) if isinstance(doc, dict) else "unknown"
-        on_progress(f"{dag_id} run {run_id}: {state}")
-
-    _, tis = api.call("GET", f"{run_path}/taskInstances")
-    tasks: list[TaskResult] = []
-    for ti in (tis or {}).get("task_instances", []):
-        task_id = str(ti.get("task_id"))
-        try_number = int(ti.get("try_number") or 0)
-        log = ""
-        if try_number >= 1:
-            path = f"{run_path}/taskInstances/{_q(task_id)}/logs/{try_number}"
-            map_index = ti.get("map_index", -1)
-            if isinstance(map_index, int) and map_index >= 0:
-                path += f"?map_index={map_index}"
-            if airflow2:
-                _, text = api.call("GET", path, allow=(404,), text_body=True)
-                log = text if isinstance(text, str) else ""
-            else:
-                _, doc = api.call("GET", path, allow=(404,))
-                log = render_log(doc.get("content") if isinstance(doc, dict) else None)
-        tasks.append(TaskResult(task_id, ti.get("state"), try_number, log))
-    return DagRunResult(dag_id, run_id, state, tuple(tasks), clock() - started)
+    if tail is not None and tail < 0:
+        raise EngineError(f"invalid --tail {tail}: expected a number of lines >= 0")
+    require_container(engine, name)
+    return eng.logs(engine, name, follow=follow, tail=tail)

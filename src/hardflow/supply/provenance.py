@@ -236,16 +236,33 @@ def signed_attestations(
 def _subject_digests(payload: bytes, origin: str) -> list[str]:
     try:
         doc = json.loads(payload)
-        return [f"sha256:{s['digest']['sha256']}" for s in doc["subject"]]
-    except (ValueError, KeyError, TypeError):
-        raise TrustError(f"{origin}: the payload is not an in-toto statement") from None
+        digests = [s["digest"]["sha256"] for s in doc["subject"]]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        raise TrustError(
+            f"{origin}: the payload is not an in-toto statement "
+            "(expected subject[].digest.sha256)"
+        ) from None
+    if not all(isinstance(d, str) for d in digests):
+        raise TrustError(f"{origin}: subject[].digest.sha256 must be strings; found {digests!r}")
+    return [f"sha256:{d}" for d in digests]
 
 
-def attest(layout_dir: Path, sign: Signer, keyid: str = "", out_dir: Path | None = None) -> str:
-    """Sign the build-time attestations and attach them to the layout's image the way cosign
-    stores attestations (``sha256-<hex>.att``). Returns the attachment manifest's digest."""
-    from hardflow.oci.attach import attach_attestations, image_entry
+def attest(
+    layout_dir: Path,
+    sign: Signer,
+    keyid: str = "",
+    out_dir: Path | None = None,
+    tag: str | None = None,
+) -> str:
+    """Sign the build-time attestations and attach them to the layout's image (the one tagged
+    ``tag`` when it holds several) the way cosign stores attestations (``sha256-<hex>.att``).
+    Returns the attachment manifest's digest. Everything is checked before anything is
+    written. (:func:`hardflow.supply.sign.sign_image` signs and attests in one step.)"""
+    from hardflow.oci.attach import ATT_SUFFIX, attach_attestations
+    from hardflow.supply.verify import attachment, image_entry
 
-    digest = image_entry(layout_dir).digest
+    layout_dir = layout_dir.absolute()
+    digest = image_entry(layout_dir, tag).digest
     envelopes = signed_attestations(digest, sign, keyid, out_dir, layout_dir)
+    attachment(layout_dir, digest, ATT_SUFFIX)  # an existing one must be well-formed to merge
     return attach_attestations(layout_dir, digest, envelopes)

@@ -10,7 +10,6 @@ the digest the registry reports back is compared with the layout's.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import tempfile
@@ -19,16 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hardflow.errors import EngineError, TrustError
-from hardflow.oci.attach import (
-    MEDIA_SIMPLESIGNING,
-    SIG_SUFFIX,
-    attached_layers,
-    entry_tag,
-    image_entry,
-    read_index,
-)
+from hardflow.oci.attach import MEDIA_SIMPLESIGNING, SIG_SUFFIX
 from hardflow.oci.writer import split_reference
-from hardflow.supply.sign import repository_of
+from hardflow.supply.verify import (
+    attachment,
+    image_entry,
+    index_entries,
+    parse_simple_signing,
+    repository_of,
+)
 
 Runner = Callable[[Sequence[str]], subprocess.CompletedProcess[str]]
 
@@ -91,23 +89,21 @@ def plan_push(layout_dir: Path, destination: str, tag: str | None = None) -> lis
     repo = repository_of(ref)
     copies = [Copy(f"oci:{layout_dir}:{entry.tag}", f"docker://{ref}", entry.digest, "image")]
     prefix = entry.digest.replace(":", "-") + "."
-    for item in read_index(layout_dir)["manifests"]:
-        item_tag = entry_tag(item) if isinstance(item, dict) else None
-        if item_tag is None or not item_tag.startswith(prefix):
+    for item in index_entries(layout_dir):
+        if item.tag is None or not item.tag.startswith(prefix):
             continue
-        suffix = item_tag.removeprefix(prefix)
+        suffix = item.tag.removeprefix(prefix)
         what = {"sig": "signatures", "att": "attestations", "sbom": "sbom"}.get(suffix, suffix)
         copies.append(
-            Copy(f"oci:{layout_dir}:{item_tag}", f"docker://{repo}:{item_tag}",
-                 str(item["digest"]), what)
-        )  # fmt: skip
+            Copy(f"oci:{layout_dir}:{item.tag}", f"docker://{repo}:{item.tag}", item.digest, what)
+        )
     return copies
 
 
 def identity_warnings(layout_dir: Path, reference: str, tag: str | None = None) -> list[str]:
     """Warn when no signature names the repository the image is pushed to."""
     entry = image_entry(layout_dir, tag)
-    sig = attached_layers(layout_dir, entry.digest, SIG_SUFFIX)
+    sig = attachment(layout_dir, entry.digest, SIG_SUFFIX)
     if sig is None:
         return [
             f"the image {entry.digest} is not signed; policies that require sigstoreSigned "
@@ -118,9 +114,9 @@ def identity_warnings(layout_dir: Path, reference: str, tag: str | None = None) 
         if layer.media_type != MEDIA_SIMPLESIGNING:
             continue
         try:
-            identities.add(json.loads(layer.data)["critical"]["identity"]["docker-reference"])
-        except (ValueError, KeyError, TypeError):
-            continue
+            identities.add(parse_simple_signing(layer.data).identity)
+        except TrustError:
+            continue  # not ours to judge here: `hardflow verify` reports it
     repo = repository_of(reference)
     if repo in identities or reference in identities:
         return []

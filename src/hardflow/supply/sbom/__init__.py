@@ -9,6 +9,7 @@ the lock, which holds the ``.deb``/wheel sha256) → :func:`render` of :func:`sp
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +45,7 @@ __all__ = [
     "ImageSubject",
     "Inventory",
     "PyPackage",
+    "Sbom",
     "cyclonedx_document",
     "deb_purl",
     "document",
@@ -52,6 +54,7 @@ __all__ = [
     "pypi_purl",
     "read_image",
     "render",
+    "sbom_from_image",
     "spdx_document",
 ]
 
@@ -90,8 +93,21 @@ def embedded_lock_for(subject: ImageSubject) -> Lock:
     )
 
 
-def sbom_from_image(path: Path, lock: Lock | None, fmt: Format) -> bytes:
-    """The SBOM of the image at ``path`` (OCI layout dir, build output dir or docker-archive)."""
-    files = read_image(path)
+@dataclass(frozen=True)
+class Sbom:
+    """An SBOM document (the bytes to write) and the inventory it was rendered from."""
+
+    inventory: Inventory
+    format: Format
+    data: bytes
+
+
+def sbom_from_image(
+    path: Path, lock: Lock | None, fmt: Format, *, platform: str | None = None
+) -> Sbom:
+    """The SBOM of the image at ``path`` (OCI layout dir, build output dir or docker-archive),
+    joined with ``lock`` (default: the embedded lock the image's lock label names)."""
+    files = read_image(path, platform=platform)
     chosen = lock if lock is not None else embedded_lock_for(files.subject)
-    return render(document(inventory(files, chosen), fmt))
+    inv = inventory(files, chosen)
+    return Sbom(inv, fmt, render(document(inv, fmt)))

@@ -2,33 +2,26 @@
 
 Only a handful of paths matter (dpkg ``status.d`` records, Debian copyright files and the
 symlinks between doc directories, ``*.dist-info/METADATA``, ``os-release``), so the layers are
-streamed once, in order, and everything else is skipped. Whiteouts are honoured, so a later
-layer can delete what an earlier one put there. Blob digests are checked while reading: an
-SBOM of a tampered layout would be a lie.
+streamed once, in order, through the one image reader (:mod:`hardflow.oci.reader`), and
+everything else is skipped. Whiteouts are honoured, so a later layer can delete what an
+earlier one put there. Every digest is checked while reading (blobs, and for a docker-archive
+the layers against the config's ``diff_ids``): an SBOM of a tampered image would be a lie.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
-import tarfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import Any
 
-from hardflow.errors import ArchiveError
-from hardflow.oci.attach import is_attachment_tag
+from hardflow.errors import ImageError
 from hardflow.oci.layer import Layer
-from hardflow.oci.writer import (
-    MEDIA_MANIFEST,
-    REF_NAME,
-    canonical_json,
-    manifest_document,
-    sha256_digest,
-)
+from hardflow.oci.reader import Image, Platform, open_image
+from hardflow.oci.stream import LayerStream, merge_layer, normalize_member, whiteout_target
+from hardflow.oci.writer import canonical_json, manifest_document, sha256_digest
 
 _WANTED = re.compile(
     r"(var/lib/dpkg/status\.d/[^/]+"
@@ -36,7 +29,6 @@ _WANTED = re.compile(
     r"|(etc|usr/lib)/os-release"
     r"|.+\.dist-info/METADATA)"
 )
-_CHUNK = 1 << 20
 _MAX_FILE = 16 << 20  # a METADATA or copyright file bigger than this is not one
 
 
@@ -91,140 +83,47 @@ def resolve_link(path: str, target: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# layer streaming
+# reading through the one image reader
 
 
-class _HashingReader:
-    """A read-only file object that hashes what passes through it."""
+@dataclass(frozen=True)
+class _Found:
+    """What the merged file system holds at a wanted path."""
 
-    def __init__(self, raw: IO[bytes]) -> None:
-        self.raw = raw
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
-        self.hash.update(data)
-        self.size += len(data)
-        return data
-
-    def drain(self) -> str:
-        while self.read(_CHUNK):
-            pass
-        return "sha256:" + self.hash.hexdigest()
+    kind: str  # file, link, dir, other
+    data: bytes = b""
+    link: str = ""
 
 
-class _Prefixed:
-    """``head`` (already read from ``raw``) followed by the rest of ``raw``."""
-
-    def __init__(self, head: bytes, raw: IO[bytes]) -> None:
-        self.head = head
-        self.raw = raw
-
-    def read(self, n: int = -1) -> bytes:
-        if not self.head:
-            return self.raw.read(n)
-        if n < 0:
-            data, self.head = self.head + self.raw.read(), b""
-            return data
-        data, self.head = self.head[:n], self.head[n:]
-        return data if len(data) == n else data + self.raw.read(n - len(data))
-
-
-def _apply_layer(
-    stream: IO[bytes], origin: str, files: dict[str, bytes], links: dict[str, str]
-) -> None:
-    import zstandard
-
-    try:
-        head = stream.read(4)
-        source: Any = _Prefixed(head, stream)
-        if head == b"\x28\xb5\x2f\xfd":  # zstd layers (tar+zstd), which tarfile cannot open
-            source = zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True)
-        with tarfile.open(fileobj=source, mode="r|*") as archive:
-            for info in archive:
-                _apply_entry(archive, info, files, links)
-    except (tarfile.TarError, EOFError, OSError, ValueError, zstandard.ZstdError) as exc:
-        raise ArchiveError(f"cannot read image layer {origin}: {exc}") from None
-
-
-def _apply_entry(
-    archive: tarfile.TarFile,
-    info: tarfile.TarInfo,
-    files: dict[str, bytes],
-    links: dict[str, str],
-) -> None:
-    path = _clean(info.name)
-    base = path.rsplit("/", 1)[-1]
-    parent = path.rsplit("/", 1)[0] if "/" in path else ""
-    if base == ".wh..wh..opq":  # opaque directory: nothing below it from earlier layers
-        _remove_below(parent, files, links, keep_dir=True)
-        return
-    if base.startswith(".wh."):
-        victim = f"{parent}/{base[4:]}" if parent else base[4:]
-        _remove_below(victim, files, links, keep_dir=False)
-        return
-    # a new entry replaces whatever was at that path
-    files.pop(path, None)
-    links.pop(path, None)
-    if not wanted(path):
-        return
-    if info.issym():
-        links[path] = info.linkname
-    elif info.isfile():
-        if info.size > _MAX_FILE:
-            raise ArchiveError(f"image file /{path} is {info.size} bytes; expected a small text")
-        fh = archive.extractfile(info)
-        if fh is not None:
-            files[path] = fh.read()
-    elif info.islnk():
-        target = _clean(info.linkname)
-        if target in files:
-            files[path] = files[target]
-
-
-def _clean(name: str) -> str:
-    while name.startswith("./"):
-        name = name[2:]
-    return name.strip("/")
-
-
-def _remove_below(
-    path: str, files: dict[str, bytes], links: dict[str, str], keep_dir: bool
-) -> None:
-    prefix = f"{path}/" if path else ""
-    for table in (files, links):
-        for key in [k for k in table if k.startswith(prefix) or (not keep_dir and k == path)]:
-            del table[key]
-
-
-# --------------------------------------------------------------------------------------------
-# OCI layout
-
-
-def _load_json(data: bytes, origin: str) -> Any:
-    try:
-        return json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArchiveError(f"{origin}: not valid JSON: {exc}") from None
-
-
-def _blob_path(layout: Path, digest: str) -> Path:
-    algorithm, _, hexpart = digest.partition(":")
-    if algorithm != "sha256" or not re.fullmatch(r"[0-9a-f]{64}", hexpart):
-        raise ArchiveError(f"{layout}: unsupported blob digest {digest!r}; expected sha256:<hex>")
-    return layout / "blobs" / "sha256" / hexpart
-
-
-def _read_blob(layout: Path, digest: str) -> bytes:
-    path = _blob_path(layout, digest)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ArchiveError(f"{layout}: blob {digest} is missing: {exc.strerror}") from None
-    if sha256_digest(data) != digest:
-        raise ArchiveError(f"{path}: content does not match its digest {digest}")
-    return data
+def _layer_entries(stream: LayerStream) -> tuple[list[tuple[str, _Found]], list[str]]:
+    """The wanted entries of one layer (path, what) and its whiteouts, in stream order."""
+    entries: dict[str, _Found] = {}
+    whiteouts: list[str] = []
+    for info in stream:
+        path = normalize_member(info.name)
+        if not path:
+            continue
+        if whiteout_target(path) is not None:
+            whiteouts.append(path)
+            continue
+        if not wanted(path):
+            continue
+        entries.pop(path, None)  # a later member of the same layer wins
+        if info.issym():
+            entries[path] = _Found("link", link=info.linkname)
+        elif info.isreg():
+            if info.size > _MAX_FILE:
+                raise ImageError(
+                    f"{stream.label}: image file /{path} is {info.size} bytes; expected a "
+                    f"small text (at most {_MAX_FILE})"
+                )
+            entries[path] = _Found("file", stream.read(info, _MAX_FILE))
+        elif info.isdir():
+            entries[path] = _Found("dir")
+        else:  # a hard link names a member of this layer; its content was read there
+            target = entries.get(normalize_member(info.linkname)) if info.islnk() else None
+            entries[path] = target if target is not None else _Found("other")
+    return list(entries.items()), whiteouts
 
 
 def _created(config: Mapping[str, Any], origin: str) -> int:
@@ -232,7 +131,7 @@ def _created(config: Mapping[str, Any], origin: str) -> int:
     try:
         return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
     except ValueError:
-        raise ArchiveError(
+        raise ImageError(
             f"{origin}: image config 'created' is {text!r}; expected an RFC 3339 time"
         ) from None
 
@@ -245,6 +144,7 @@ def _subject(
     origin: str,
 ) -> ImageSubject:
     runtime = config.get("config") or {}
+    labels = runtime.get("Labels") if isinstance(runtime, dict) else None
     return ImageSubject(
         reference=reference,
         manifest_digest=manifest_digest,
@@ -252,130 +152,64 @@ def _subject(
         created=_created(config, origin),
         architecture=str(config.get("architecture", "")),
         os=str(config.get("os", "")),
-        labels={str(k): str(v) for k, v in (runtime.get("Labels") or {}).items()},
+        labels={str(k): str(v) for k, v in (labels if isinstance(labels, dict) else {}).items()},
     )
 
 
-def read_oci_layout(layout: Path) -> ImageFiles:
-    index = _load_json(_read(layout / "index.json"), f"{layout}/index.json")
-    manifests = [  # cosign's signatures and attestations (sha256-<hex>.sig/.att) are not it
-        m
-        for m in index.get("manifests", [])
-        if m.get("mediaType") == MEDIA_MANIFEST
-        and not is_attachment_tag((m.get("annotations") or {}).get(REF_NAME))
+def _docker_manifest_digest(image: Image, streams: list[LayerStream]) -> str:
+    """The OCI manifest digest hardflow's layout has for this docker-archive, when its layers
+    are gzip blobs named by digest (as hardflow writes them); "" otherwise.
+
+    The manifest hardflow puts in the OCI layout is a pure function of the layer blobs, the
+    config and the config's ``org.opencontainers.image.*`` labels, so the SBOM of the archive
+    and of the layout agree. Other archives are identified by their config digest."""
+    if not image.layers or any(
+        layer.digest is None or stream.compression != "gzip"
+        for layer, stream in zip(image.layers, streams, strict=True)
+    ):
+        return ""
+    descriptors = [
+        Layer(layer.name, Path(layer.name), stream.digest, stream.diff_id, stream.size, 0, 0)
+        for layer, stream in zip(image.layers, streams, strict=True)
     ]
-    if len(manifests) != 1:
-        raise ArchiveError(
-            f"{layout}/index.json: expected exactly one image manifest, found {len(manifests)}"
-        )
-    entry = manifests[0]
-    manifest_digest = str(entry["digest"])
-    manifest = _load_json(_read_blob(layout, manifest_digest), f"manifest {manifest_digest}")
-    config_digest = str(manifest["config"]["digest"])
-    config = _load_json(_read_blob(layout, config_digest), f"config {config_digest}")
-    annotations = entry.get("annotations") or {}
-    reference = str(
-        annotations.get("io.containerd.image.name")
-        or annotations.get("org.opencontainers.image.ref.name")
-        or layout.name
-    )
-    files: dict[str, bytes] = {}
-    links: dict[str, str] = {}
-    for layer in manifest.get("layers", []):
-        digest = str(layer["digest"])
-        path = _blob_path(layout, digest)
-        if not path.is_file():
-            raise ArchiveError(f"{layout}: layer blob {digest} is missing")
-        with open(path, "rb") as raw:
-            reader = _HashingReader(raw)
-            _apply_layer(reader, str(path), files, links)  # type: ignore[arg-type]
-            if reader.drain() != digest:
-                raise ArchiveError(f"{path}: content does not match its digest {digest}")
-    subject = _subject(reference, manifest_digest, config_digest, config, str(layout))
+    runtime = image.config.get("config") or {}
+    labels = (runtime.get("Labels") if isinstance(runtime, dict) else None) or {}
+    annotations = {
+        str(k): str(v) for k, v in labels.items() if str(k).startswith("org.opencontainers.image.")
+    }
+    manifest = manifest_document(descriptors, image.config_digest, image.config_size, annotations)
+    return sha256_digest(canonical_json(manifest))
+
+
+def read_image(
+    path: Path, *, platform: str | None = None, ref_name: str | None = None
+) -> ImageFiles:
+    """The files an SBOM needs from an OCI layout directory (or a build output directory
+    holding ``oci/``) or a docker-archive. An index listing several images (platforms) needs
+    ``platform`` (``linux/arm64``) or ``ref_name`` to say which."""
+    if path.is_dir() and not (path / "index.json").exists() and (path / "oci").is_dir():
+        path = path / "oci"
+    wanted_platform = Platform.parse(platform) if platform else None
+    tree: dict[str, _Found] = {}
+    streams: list[LayerStream] = []
+    with open_image(path) as reader:
+        image = reader.image(ref_name=ref_name, platform=wanted_platform)
+        for layer in image.layers:
+            with reader.open_layer(layer) as stream:
+                entries, whiteouts = _layer_entries(stream)
+            streams.append(stream)
+            merge_layer(tree, entries, whiteouts, lambda found: found.kind == "dir")
+    chosen = image.manifest
+    if image.manifest_digest is not None:
+        reference = chosen.image_name or chosen.ref_name or path.name
+        manifest_digest = image.manifest_digest
+    else:
+        reference = chosen.ref_name or path.stem
+        manifest_digest = _docker_manifest_digest(image, streams)
+    subject = _subject(reference, manifest_digest, image.config_digest, image.config, str(path))
+    files = {p: f.data for p, f in tree.items() if f.kind == "file"}
+    links = {p: f.link for p, f in tree.items() if f.kind == "link"}
     return ImageFiles(subject, files, links)
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ArchiveError(f"cannot read {path}: {exc.strerror}") from None
-
-
-# --------------------------------------------------------------------------------------------
-# docker-archive
-
-
-def read_docker_archive(path: Path) -> ImageFiles:
-    """A ``docker save``-style tar. The OCI manifest digest is recomputed when the archive
-    holds gzip blobs named by digest (as hardflow writes them): the manifest hardflow puts in
-    the OCI layout is a pure function of the layer blobs, the config and the config's
-    ``org.opencontainers.image.*`` labels, so the SBOM of the archive and of the layout agree.
-    For other archives the manifest digest is left empty and the config digest identifies it.
-    """
-    try:
-        return _read_docker_archive(path)
-    except (tarfile.TarError, OSError) as exc:
-        raise ArchiveError(f"cannot read docker-archive {path}: {exc}") from None
-
-
-def _read_docker_archive(path: Path) -> ImageFiles:
-    with tarfile.open(path, mode="r:") as archive:
-
-        def member(name: str) -> IO[bytes]:
-            try:
-                fh = archive.extractfile(name)
-            except KeyError:
-                fh = None
-            if fh is None:
-                raise ArchiveError(f"{path}: member {name!r} is missing")
-            return fh
-
-        entries = _load_json(member("manifest.json").read(), f"{path}:manifest.json")
-        if not isinstance(entries, list) or len(entries) != 1:
-            raise ArchiveError(f"{path}: manifest.json must describe exactly one image")
-        entry = entries[0]
-        config_bytes = member(entry["Config"]).read()
-        config = _load_json(config_bytes, f"{path}:{entry['Config']}")
-        config_digest = sha256_digest(config_bytes)
-        files: dict[str, bytes] = {}
-        links: dict[str, str] = {}
-        descriptors: list[Layer] = []
-        digest_named = True
-        for name in entry.get("Layers", []):
-            reader = _HashingReader(member(name))
-            _apply_layer(reader, f"{path}:{name}", files, links)  # type: ignore[arg-type]
-            digest = reader.drain()
-            m = re.fullmatch(r"blobs/sha256/([0-9a-f]{64})", name)
-            if m is None or f"sha256:{m.group(1)}" != digest:
-                digest_named = False
-            descriptors.append(Layer(name, Path(name), digest, "", reader.size, 0, 0))
-    labels = (config.get("config") or {}).get("Labels") or {}
-    manifest_digest = ""
-    if digest_named and descriptors:
-        annotations = {k: v for k, v in labels.items() if k.startswith("org.opencontainers.image.")}
-        manifest = manifest_document(descriptors, config_digest, len(config_bytes), annotations)
-        manifest_digest = sha256_digest(canonical_json(manifest))
-    tags = entry.get("RepoTags") or []
-    reference = str(tags[0]) if tags else path.stem
-    subject = _subject(reference, manifest_digest, config_digest, config, str(path))
-    return ImageFiles(subject, files, links)
-
-
-def read_image(path: Path) -> ImageFiles:
-    """An OCI layout directory (or a build output directory holding ``oci/``) or a
-    docker-archive file."""
-    if path.is_dir():
-        if (path / "index.json").is_file():
-            return read_oci_layout(path)
-        if (path / "oci" / "index.json").is_file():
-            return read_oci_layout(path / "oci")
-        raise ArchiveError(
-            f"{path} is a directory without index.json; expected an OCI image layout"
-        )
-    if path.is_file():
-        return read_docker_archive(path)
-    raise ArchiveError(f"no image at {path}; expected an OCI layout directory or a docker-archive")
 
 
 def iter_wanted(files: Mapping[str, bytes], pattern: str) -> Iterator[tuple[str, bytes]]:
