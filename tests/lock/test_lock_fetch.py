@@ -263,3 +263,44 @@ def test_cache_refuses_digests_that_are_not_hex(tmp_path: Path, digest: str) -> 
         cache.get(Artifact("pkg.deb", digest, 4, lambda: [victim.as_uri()]))
     assert victim.read_bytes() == b"keep"
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_symlink_planted_in_the_cache_is_neither_trusted_nor_followed_on_delete(
+    tmp_path: Path,
+) -> None:
+    """A cache entry that is a symlink to a file with the right content is not used, and
+    dropping it removes the link, never the file it points to."""
+    import hashlib
+
+    from hardflow.lock.fetch import Artifact, Cache
+
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    digest = hashlib.sha256(b"precious").hexdigest()
+    cache = Cache(tmp_path / "cache", offline=True)
+    entry = cache.path_for(digest)
+    entry.parent.mkdir(parents=True)
+    entry.symlink_to(victim)
+    art = Artifact(label="victim.deb", sha256=digest, size=8, urls=list)
+    with pytest.raises(FetchError, match="not in the cache"):
+        cache.get(art)
+    assert victim.read_bytes() == b"precious"
+    assert not entry.is_symlink()
+
+
+def test_a_symlinked_cache_folder_is_refused(tmp_path: Path) -> None:
+    import hashlib
+
+    from hardflow.errors import HardflowError
+    from hardflow.lock.fetch import Artifact, Cache
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    digest = hashlib.sha256(b"x").hexdigest()
+    cache = Cache(tmp_path / "cache", offline=True)
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "sha256").symlink_to(elsewhere)
+    art = Artifact(label="x.deb", sha256=digest, size=1, urls=list)
+    with pytest.raises(HardflowError, match="'sha256' is a symlink"):
+        cache.get(art)
+    assert list(elsewhere.iterdir()) == []

@@ -25,6 +25,7 @@ import http.client
 import os
 import re
 import ssl
+import stat
 import time
 import urllib.error
 import urllib.parse
@@ -39,7 +40,7 @@ import platformdirs
 
 from hardflow import __version__
 from hardflow.errors import FetchError, TrustError
-from hardflow.fsutil import atomic_output
+from hardflow.fsutil import atomic_output, lstat_confined, unlink_confined
 
 USER_AGENT = f"hardflow/{__version__}"
 CHUNK = 1 << 20
@@ -314,13 +315,17 @@ class Cache:
             path = self.path_for(art.sha256)
         except InvalidDigest as exc:
             raise InvalidDigest(f"{art.label}: {exc.message}") from None
-        if path.is_file():
-            actual = sha256_file(path)
-            if actual == art.sha256:
+        # The entry is looked at without following symlinks, below the cache root: a symlink
+        # planted in the cache can neither be trusted as an entry nor make us delete its target
+        # (lstat_confined also refuses a symlinked sha256/ or sha256/xx/ directory).
+        rel = path.relative_to(self.root).as_posix()
+        st = lstat_confined(self.root, rel)
+        if st is not None:
+            if stat.S_ISREG(st.st_mode) and _sha256_nofollow(path) == art.sha256:
                 if progress:
-                    progress(art.size or path.stat().st_size)
+                    progress(art.size or st.st_size)
                 return path
-            path.unlink(missing_ok=True)  # corrupted entry: drop it and fetch again
+            unlink_confined(self.root, rel)  # corrupt or not a file: drop it and fetch again
         if self.offline:
             raise FetchError(
                 f"{art.label}: not in the cache ({self.root}) and --offline was given",
@@ -411,6 +416,19 @@ class Cache:
             for tmp in (self.root / "sha256").glob(pattern):
                 if time.time() - tmp.stat().st_mtime > 3600:
                     tmp.unlink(missing_ok=True)
+
+
+def _sha256_nofollow(path: Path) -> str | None:
+    """The sha256 of a regular file at ``path`` (never through a symlink), None if unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    h = hashlib.sha256()
+    with os.fdopen(fd, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def sha256_file(path: Path) -> str:
