@@ -38,6 +38,10 @@ SKIP: dict[str, str] = {
     "psycopg.pq.pq_ctypes": "ctypes libpq binding: psycopg-binary's bundled libpq is used",
     "psycopg.types.shapely": "needs the optional Shapely package",
     "rich_argparse.django": "needs the optional Django package",
+    "libcst.codegen.gen_matcher_classes": (
+        "a code generator, not a library module: it builds libcst's matcher source at import "
+        "time (30-60 s of CPU on a loaded 2-core machine)"
+    ),
     "airflow.utils.log.task_handler_with_custom_formatter": (
         "Airflow 3.3.2 itself: imports a helper that its own airflow.utils.helpers no longer has"
     ),
