@@ -4,7 +4,6 @@ CLIs on PATH, and (marked podman) a real hardened container."""
 from __future__ import annotations
 
 import json
-import shutil
 import stat
 import subprocess
 import tarfile
@@ -302,25 +301,11 @@ def test_load_archive_missing_file() -> None:
 # real podman
 
 
-def _podman_works() -> bool:
-    path = shutil.which("podman")
-    if path is None:
-        return False
-    try:
-        return subprocess.run([path, "info"], capture_output=True, timeout=60).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 BUSYBOX = Path("/bin/busybox")
 BUSYBOX_REF = "localhost/hf-busybox:test"
 
 
-@pytest.fixture(scope="module")
-def podman() -> Engine:
-    if not _podman_works():
-        pytest.skip("podman is not usable here")
-    return eng.detect_engine("podman")
+# the shared session fixture ``podman`` (tests/conftest.py) gives the engine or skips
 
 
 @pytest.fixture(scope="module")

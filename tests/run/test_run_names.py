@@ -9,7 +9,6 @@ engine was asked to do, and that a foreign container was left alone.
 from __future__ import annotations
 
 import json
-import socket
 import stat
 import sys
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from hardflow.run import engine as eng
 from hardflow.run import runner
 from hardflow.run.engine import Engine, RunOptions
 from hardflow.run.runner import MANAGED_LABEL, RunRequest
+from helpers.podman import free_port
 
 FAKE_ENGINE = r"""
 import io, json, sys, tarfile
@@ -164,13 +164,6 @@ class FakeEngine:
             head = argv[:2] if argv[0] in ("container", "volume", "image") else argv[:1]
             out.append(" ".join(head))
         return out
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ checks and ownership labels are test_run_names.py."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import tarfile
@@ -20,6 +19,7 @@ from hardflow.run import engine as eng
 from hardflow.run import runner
 from hardflow.run.engine import Engine
 from hardflow.run.runner import RunRequest
+from helpers.podman import free_port, podman_or_skip
 
 # --------------------------------------------------------------------------------------------
 # run options (pure)
@@ -82,16 +82,6 @@ def test_parse_password() -> None:
 # real podman: the whole host side with a busybox stand-in for Airflow
 
 
-def _podman_works() -> bool:
-    path = shutil.which("podman")
-    if path is None:
-        return False
-    try:
-        return subprocess.run([path, "info"], capture_output=True, timeout=60).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 IMAGE = "localhost/hf-runner-busybox:test"
 # A stand-in entrypoint: writes the password file like the real one, then becomes healthy.
 FAKE_AIRFLOW = (
@@ -104,9 +94,9 @@ FAKE_AIRFLOW = (
 
 @pytest.fixture(scope="module")
 def podman(tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    if not _podman_works() or not Path("/bin/busybox").is_file():
-        pytest.skip("podman or busybox-static is not usable here")
-    engine = eng.detect_engine("podman")
+    if not Path("/bin/busybox").is_file():
+        pytest.skip("busybox-static is not installed")
+    engine = podman_or_skip()
     rootfs = tmp_path_factory.mktemp("rbb") / "rootfs.tar"
     with tarfile.open(rootfs, "w") as tar:
         for d, mode, uid in (("bin", 0o755, 0), ("tmp", 0o1777, 0), ("opt", 0o755, 0),
@@ -128,18 +118,11 @@ def name(podman: Engine) -> Iterator[str]:
     subprocess.run([podman.path, "volume", "rm", "--force", f"{n}-home"], capture_output=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 def _request(name: str, script: str, **kw: Any) -> RunRequest:
     return RunRequest(
         image=IMAGE,
         name=name,
-        port=_free_port(),
+        port=free_port(),
         command=("/bin/busybox", "sh", "-c", script),
         health_command=("/bin/busybox", "test", "-f", "/tmp/ok"),
         health_timeout=60,
