@@ -36,4 +36,16 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 "$VENV/bin/python" -m pip install -q -e "$HERE[dev]"
+# checkov, the outside judge of the rendered Kubernetes manifests in the tests, pins versions of
+# libraries we use too (cyclonedx, spdx, jsonschema ...): it gets a virtualenv of its own
+# (about a minute to install; kept between runs).
+if [ "${HARDFLOW_SETUP_TESTS:-0}" = 1 ]; then
+  CHECKOV_VENV="${HARDFLOW_CHECKOV_VENV:-$HERE/.venv-checkov}"
+  if [ ! -x "$CHECKOV_VENV/bin/checkov" ]; then
+    python3 -m venv "$CHECKOV_VENV"
+    "$CHECKOV_VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+    "$CHECKOV_VENV/bin/python" -m pip install -q "checkov==3.3.30"
+  fi
+  export HARDFLOW_CHECKOV="$CHECKOV_VENV/bin/checkov"
+fi
 export PATH="$VENV/bin:$PATH"

@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from hardflow.errors import SpecError
@@ -60,6 +60,9 @@ class ExtraFile:
     source: str = ""  # path relative to the spec file, or "hardflow:NAME" for a packaged file
     content: str = ""
     mode: int = 0o644
+    # A symbolic link's target instead of a file (the chart's /entrypoint, sh -> bash); the
+    # target is resolved inside the image, never on the build host.
+    link: str = ""
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,8 @@ def _jsonable(value: object) -> object:
 
 
 def _file_fingerprint(spec: ImageSpec, f: ExtraFile) -> dict[str, object]:
+    if f.link:  # a link has no bytes and no mode of its own; files keep their old fingerprint
+        return {"dest": f.dest, "link": f.link}
     return {
         "dest": f.dest,
         "mode": f.mode,
@@ -133,6 +138,19 @@ def _file_fingerprint(spec: ImageSpec, f: ExtraFile) -> dict[str, object]:
 
 
 PACKAGE_PREFIX = "hardflow:"
+# Top-level folders that are symlinks into /usr in every image (merged /usr; the Debian stage
+# makes them): a file entry below one is written below /usr.
+MERGED_USR_LINKS = ("bin", "sbin", "lib", "lib64")
+
+
+def image_dest(dest: str) -> str:
+    """Where a ``[[files]]`` destination really is in the image: ``/bin/sh`` is ``/usr/bin/sh``.
+
+    The build writes it there: a real ``bin/`` directory in an upper layer would replace the
+    ``/bin`` symlink when the layers are stacked.
+    """
+    head, sep, rest = dest.lstrip("/").partition("/")
+    return f"/usr/{head}/{rest}" if sep and head in MERGED_USR_LINKS else dest
 
 
 def _files_key(origin: str, index: int, key: str) -> str:
@@ -180,6 +198,12 @@ def source_path(origin: str, base_dir: str, index: int, source: str) -> Path:
 
 
 def read_extra_file(spec: ImageSpec, f: ExtraFile) -> bytes:
+    """The bytes of a file entry (a ``link`` entry has none: write it as a symlink)."""
+    if f.link:
+        raise SpecError(
+            f"{spec.source}: [[files]] entry for {f.dest} is a symbolic link to {f.link!r}, "
+            "not a file with content"
+        )
     if f.content:
         return f.content.encode()
     index = spec.files.index(f) if f in spec.files else 0
@@ -439,18 +463,27 @@ def _extra_file(
 ) -> ExtraFile:
     """One ``[[files]]`` entry, checked: where it goes, where it comes from, its mode."""
     dest = f.string("dest", pattern=_ABS_PATH)
+    link = f.string("link", "")
+    if link and "mode" in f.table:
+        raise SpecError(
+            f"{_files_key(origin, index, 'mode')}: expected no mode on a 'link' entry (a "
+            f"symbolic link has none of its own), found {_describe(f.table['mode'])}"
+        )
     mode_text = f.string("mode", "0644", pattern=_MODE)
     extra = ExtraFile(
         dest=dest,
         source=f.string("source", ""),
         content=f.string("content", ""),
         mode=int(mode_text, 8),
+        link=link,
     )
     f.done()
-    if bool(extra.source) == bool(extra.content):
+    given = [key for key in ("source", "content", "link") if getattr(extra, key)]
+    if len(given) != 1:
         raise SpecError(
             f"{origin}: [[files]] entry {index} (files[{index}]) for {dest}: expected exactly "
-            f"one of 'source' or 'content', found {'both' if extra.source else 'neither'}"
+            f"one of 'source', 'content' or 'link', found "
+            f"{' and '.join(repr(k) for k in given) if given else 'none'}"
         )
     if ".." in Path(dest).parts or dest.rstrip("/") == "":
         raise SpecError(
@@ -458,14 +491,55 @@ def _extra_file(
             f"'..', found {dest!r}"
         )
     for i, other in enumerate(earlier):
-        if Path(other.dest) == Path(dest):
+        if Path(image_dest(other.dest)) == Path(image_dest(dest)):
             raise SpecError(
                 f"{_files_key(origin, index, 'dest')}: expected a path no other entry writes, "
                 f"found {dest!r}, already written by files[{i}]"
             )
+        mine, theirs = Path(image_dest(dest)), Path(image_dest(other.dest))
+        if (other.link and mine.is_relative_to(theirs)) or (
+            link and theirs.is_relative_to(mine)
+        ):
+            raise SpecError(
+                f"{_files_key(origin, index, 'dest')}: expected a path that is neither a "
+                f"symbolic link ('link') nor below one, found {dest!r} and files[{i}] "
+                f"({other.dest!r}), one inside the other",
+                hint="nothing can be written through a symbolic link: write to its target",
+            )
+    if link:
+        _check_link(origin, index, dest, link)
     if extra.source:
         source_path(origin, base_dir, index, extra.source)
     return extra
+
+
+_LINK_MAX = 1024  # far above any real target; Linux allows 4095
+
+
+def _check_link(origin: str, index: int, dest: str, link: str) -> None:
+    """A link target must be a plain path: no '..', no control characters, no trailing '/',
+    and not the link itself. Relative targets are resolved from the link's folder."""
+
+    def refuse(found: str) -> SpecError:
+        return SpecError(
+            f"{_files_key(origin, index, 'link')}: expected a normalised path (absolute, or "
+            f"relative to the folder of {dest}) without '..', control characters or a "
+            f"trailing '/', at most {_LINK_MAX} characters, found {found}",
+            hint="write the target as the image sees it, e.g. link = \"bash\" or "
+            "link = \"/usr/local/lib/hardflow/entrypoint.py\"",
+        )
+
+    if len(link) > _LINK_MAX:
+        raise refuse(f"a target of {len(link)} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in link):
+        raise refuse(f"{link!r}")
+    posix = PurePosixPath(link)
+    if ".." in posix.parts or posix.as_posix() != link or link in (".", "/") or link[:2] == "//":
+        raise refuse(f"{link!r}")
+    where = PurePosixPath(image_dest(dest))
+    target = PurePosixPath(image_dest(link)) if posix.is_absolute() else where.parent / posix
+    if target == where:
+        raise refuse(f"{link!r}, which points at {dest} itself")
 
 
 def load_spec(path: Path) -> ImageSpec:

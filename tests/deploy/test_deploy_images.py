@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from deploy_helpers import podman
 
+from hardflow.deploy.secrets import POSTGRES_UID, REDIS_UID
+
 pytestmark = [pytest.mark.network, pytest.mark.podman, pytest.mark.slow]
 
 HARDENED = (
@@ -17,7 +19,7 @@ HARDENED = (
 )  # fmt: skip
 
 
-def _secret(tmp_path: Path, value: str, uid: int = 999) -> Path:
+def _secret(tmp_path: Path, value: str, uid: int) -> Path:
     import os
 
     path = tmp_path / f"secret-{uuid.uuid4().hex[:6]}"
@@ -41,7 +43,7 @@ def test_postgres_initialises_and_keeps_its_data(
     deploy_images: dict[str, str], tmp_path: Path
 ) -> None:
     name, volume = f"hfdpg-{uuid.uuid4().hex[:6]}", f"hfdpg-{uuid.uuid4().hex[:6]}"
-    pw = _secret(tmp_path, "s3cret-value")
+    pw = _secret(tmp_path, "s3cret-value", POSTGRES_UID)
     run = [
         "run", "-d", "--name", name, *HARDENED, "-v", f"{volume}:/var/lib/postgresql",
         "-v", f"{pw}:/run/secrets/pw:ro", "-e", "POSTGRES_PASSWORD_FILE=/run/secrets/pw",
@@ -64,7 +66,7 @@ def test_postgres_initialises_and_keeps_its_data(
         _wait(name)
         assert podman("exec", *env, name, *sql, "SELECT v FROM kept").strip() == "7"
         user = podman("inspect", name, "--format", "{{.Config.User}}").strip()
-        assert user.split(":")[0] == "999"
+        assert user.split(":")[0] == str(POSTGRES_UID) and POSTGRES_UID >= 10000
     finally:
         subprocess.run(["podman", "rm", "-f", name], capture_output=True)
         subprocess.run(["podman", "volume", "rm", "-f", volume], capture_output=True)
@@ -72,7 +74,7 @@ def test_postgres_initialises_and_keeps_its_data(
 
 def test_redis_requires_its_password(deploy_images: dict[str, str], tmp_path: Path) -> None:
     name = f"hfdredis-{uuid.uuid4().hex[:6]}"
-    pw = _secret(tmp_path, "redis-pass-1")
+    pw = _secret(tmp_path, "redis-pass-1", REDIS_UID)
     try:
         podman(
             "run", "-d", "--name", name, *HARDENED, "-v", f"{pw}:/run/secrets/pw:ro",
@@ -84,6 +86,59 @@ def test_redis_requires_its_password(deploy_images: dict[str, str], tmp_path: Pa
         assert "NOAUTH" in anonymous
         authed = podman("exec", "-e", "REDISCLI_AUTH=redis-pass-1", name, "redis-cli", "ping")
         assert authed.strip() == "PONG"
+    finally:
+        subprocess.run(["podman", "rm", "-f", name], capture_output=True)
+        subprocess.run(["podman", "volume", "rm", "-f", name], capture_output=True)
+
+
+def test_postgres_takes_the_official_password_variable(deploy_images: dict[str, str]) -> None:
+    """The official docker-compose.yaml sets POSTGRES_PASSWORD: initdb reads it on stdin, the
+    server does not keep it in its environment."""
+    name = f"hfdpgenv-{uuid.uuid4().hex[:6]}"
+    try:
+        podman(
+            "run", "-d", "--name", name, *HARDENED, "--user", f"{POSTGRES_UID}:{POSTGRES_UID}",
+            "-v", f"{name}:/var/lib/postgresql/data", "-e", "POSTGRES_USER=airflow",
+            "-e", "POSTGRES_PASSWORD=airflow", "-e", "POSTGRES_DB=airflow",
+            deploy_images["postgres"],
+        )  # fmt: skip
+        _wait(name)
+        sql = ["psql", "-h", "127.0.0.1", "-U", "airflow", "-d", "airflow", "-tAc", "SELECT 1"]
+        assert podman("exec", "-e", "PGPASSWORD=airflow", name, *sql).strip() == "1"
+        logs = subprocess.run(["podman", "logs", name], capture_output=True, text=True)
+        assert "prefer POSTGRES_PASSWORD_FILE" in logs.stderr + logs.stdout
+    finally:
+        subprocess.run(["podman", "rm", "-f", name], capture_output=True)
+        subprocess.run(["podman", "volume", "rm", "-f", name], capture_output=True)
+
+
+def test_postgres_names_a_data_directory_of_another_user(deploy_images: dict[str, str]) -> None:
+    """A data directory the running uid does not own (e.g. one initialised by the earlier image,
+    uid 999) gets a message naming the uid and the chown, not PostgreSQL's crash loop."""
+    volume = f"hfdpgold-{uuid.uuid4().hex[:6]}"
+    try:
+        done = subprocess.run(
+            ["podman", "run", "--rm", *HARDENED, "--user", "999:999",
+             "-v", f"{volume}:/var/lib/postgresql", "-e", "PGDATA=/var/lib/postgresql",
+             deploy_images["postgres"]],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode != 0
+        assert "is not owned by uid 999" in done.stderr and "chown" in done.stderr, done.stderr
+    finally:
+        subprocess.run(["podman", "volume", "rm", "-f", volume], capture_output=True)
+
+
+def test_redis_allows_an_empty_password_only_when_asked(deploy_images: dict[str, str]) -> None:
+    name = f"hfdredisopen-{uuid.uuid4().hex[:6]}"
+    try:
+        podman(
+            "run", "-d", "--name", name, *HARDENED, "-v", f"{name}:/data",
+            "-e", "REDIS_ALLOW_EMPTY_PASSWORD=yes", deploy_images["redis"],
+        )  # fmt: skip
+        _wait(name, ["/usr/bin/bash", "/usr/local/bin/hardflow-redis-health"])
+        config = podman("exec", name, "redis-cli", "config", "get", "protected-mode")
+        assert config.split() == ["protected-mode", "no"]
     finally:
         subprocess.run(["podman", "rm", "-f", name], capture_output=True)
         subprocess.run(["podman", "volume", "rm", "-f", name], capture_output=True)

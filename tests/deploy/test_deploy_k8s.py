@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from hardflow.cli.deploy import deploy
-from hardflow.deploy.helm import render_helm_values, write_helm_values
+from hardflow.deploy.helm import write_helm_values
 from hardflow.deploy.k8s import (
     K8sOptions,
     for_podman_play,
@@ -185,23 +185,6 @@ def test_passes_the_manifest_audit(tmp_path: Path) -> None:
         project = write_k8s_project(TOP, K8sOptions(executor=executor), tmp_path / executor)
         report = audit.audit_manifests([project.manifests])
         assert not report.fails(Level.WARN), executor
-
-
-def test_helm_values() -> None:
-    values = render_helm_values(TOP, K8sOptions())
-    assert values["images"]["airflow"] == {
-        "repository": "localhost/a/airflow", "tag": "1", "pullPolicy": "IfNotPresent",
-    }  # fmt: skip
-    assert values["executor"] == "CeleryExecutor"
-    assert values["securityContexts"]["containers"]["readOnlyRootFilesystem"] is True
-    assert values["securityContexts"]["pod"]["runAsNonRoot"] is True
-    assert values["postgresql"]["enabled"] is False and values["redis"]["enabled"] is False
-    assert values["workers"]["replicas"] == 2
-    assert values["scheduler"]["args"] == ["scheduler"]
-    command = values["scheduler"]["livenessProbe"]["command"]
-    assert command == ["/usr/local/bin/hardflow-health", "scheduler"]  # no sh in the image
-    k8s_exec = render_helm_values(TOP, K8sOptions(executor="kubernetes"))
-    assert "workers" not in k8s_exec and "brokerUrlSecretName" not in k8s_exec["data"]
 
 
 def test_helm_secrets_match_the_values(tmp_path: Path) -> None:

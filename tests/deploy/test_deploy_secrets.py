@@ -150,3 +150,18 @@ def test_k8s_and_helm_rerenders_name_what_they_regenerated(tmp_path: Path) -> No
     assert "postgres_password" in redo.secret_status.kept  # read back from the URL
     after = list(yaml.safe_load_all(redo.secrets.read_text()))
     assert next(d for d in after if d["metadata"]["name"] == "hf-metadata")["stringData"] == conn
+
+
+def test_backing_service_users_are_their_images_users() -> None:
+    """The uid/gid the renders run PostgreSQL and Redis as are their specs' own, and >= 10000
+    (a uid that cannot coincide with a host account: checkov CKV_K8S_40)."""
+    from hardflow.deploy import secrets as sec
+    from hardflow.spec import load_embedded
+
+    for name, uid, gid in (
+        ("postgres", sec.POSTGRES_UID, sec.POSTGRES_GID),
+        ("redis", sec.REDIS_UID, sec.REDIS_GID),
+    ):
+        spec = load_embedded(name)
+        assert (spec.uid, spec.gid) == (uid, gid), name
+        assert uid >= 10000 and gid >= 10000, name

@@ -40,3 +40,20 @@ def test_rejects_values_it_cannot_write() -> None:
         dump({"a": object()})
     with pytest.raises(TypeError):
         dump({1: "x"})  # type: ignore[dict-item]
+
+
+def test_tagged_values() -> None:
+    from hardflow.deploy.yamlout import Tagged
+
+    text = dump({"healthcheck": {"test": Tagged("!override", ["CMD", 'a "b"', 1])}})
+    assert 'test: !override ["CMD", "a \\"b\\"", 1]' in text
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_constructor("!override", lambda loader, node: loader.construct_sequence(node))
+    assert yaml.load(text, Loader=Loader) == {"healthcheck": {"test": ["CMD", 'a "b"', 1]}}
+    with pytest.raises(ValueError, match="expected !name"):
+        Tagged("override", [])
+    with pytest.raises(TypeError):
+        dump({"x": Tagged("!t", object())})

@@ -264,26 +264,41 @@ def run_entrypoint(args: list[str], env: dict[str, str]) -> subprocess.Completed
 
 
 def test_script_on_airflow_2_generates_its_secrets(tmp_path: Path) -> None:
-    site = tmp_path / "site"
+    site, bindir = tmp_path / "site", tmp_path / "bin"
     fake_dist(site, "2.11.2")
     home = tmp_path / "home"
     home.mkdir()
-    probe = (
-        "import json, os; print(json.dumps({k: v for k, v in os.environ.items() "
-        "if k.startswith('AIRFLOW__')}))"
+    bindir.mkdir()
+    # the exec'd 'airflow webserver' prints the Airflow settings it inherited
+    fake = bindir / "airflow"
+    fake.write_text(
+        f"#!{sys.executable}\nimport json, os\nprint(json.dumps({{k: v for k, v in "
+        "os.environ.items() if k.startswith('AIRFLOW__')}))\n"
     )
+    fake.chmod(0o755)
     env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PATH": f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "PYTHONPATH": str(site),
         "AIRFLOW_HOME": str(home),
         "HARDFLOW_STATE_FILE": str(tmp_path / "role.json"),
         "HARDFLOW_ALLOW_ROOT": "true",
     }
-    done = run_entrypoint([sys.executable, "-c", probe], env)
+    done = run_entrypoint(["webserver"], env)
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout)
     assert set(seen) == {"AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__WEBSERVER__SECRET_KEY"}
     assert json.loads((tmp_path / "role.json").read_text())["airflow_major"] == 2
+
+
+def test_airflow_2_secret_needs_per_role(ep: ModuleType, tmp_path: Path) -> None:
+    assert set(ep.secret_env({}, empty_cfg(), str(tmp_path), 2, "scheduler")) == {
+        "AIRFLOW__CORE__FERNET_KEY"
+    }
+    # the webserver key now stored is used by a worker, which generates nothing itself
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    assert ep.secret_env({}, empty_cfg(), str(fresh), 2, "celery-worker") == {}
+    assert not (fresh / ".hardflow").exists()
 
 
 # ---------------------------------------------------------------- health check

@@ -54,9 +54,11 @@ def empty_cfg() -> configparser.ConfigParser:
         (["version"], "airflow", ("airflow", "version"), False),
         (["db", "migrate"], "airflow", ("airflow", "db", "migrate"), True),
         (["dags", "list", "--help"], "airflow", ("airflow", "dags", "list", "--help"), False),
-        (["bash", "-c", "echo hi"], "exec", ("bash", "-c", "echo hi"), False),
-        (["python", "-V"], "exec", ("python", "-V"), False),
+        # bash and python wait for the database first, as in the official image
+        (["bash", "-c", "echo hi"], "exec", ("bash", "-c", "echo hi"), True),
+        (["python", "-V"], "exec", ("python", "-V"), True),
         (["/usr/bin/bash"], "exec", ("/usr/bin/bash",), False),
+        (["/clean-logs"], "exec", ("/clean-logs",), False),
     ],
 )
 def test_plan_maps_roles_to_argv(
@@ -510,14 +512,18 @@ def test_script_execs_with_prepared_environment(tmp_path: Path) -> None:
     )
     env = base_env(tmp_path)
     env.pop("USER", None)
+    # a key stored by an earlier start is used; a command needs none, so none is generated
+    state_dir = tmp_path / "home" / ".hardflow"
+    state_dir.mkdir()
+    (state_dir / "fernet_key").write_text("stored-fernet\n")
     done = run_entrypoint([sys.executable, "-c", probe], env)
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout)
     assert seen["home"] == str(tmp_path / "home")
     assert seen["user"]
     assert (tmp_path / "home" / "logs").is_dir()
-    stored = (tmp_path / "home" / ".hardflow" / "fernet_key").read_text().strip()
-    assert seen["fernet"] == stored
+    assert seen["fernet"] == "stored-fernet"
+    assert sorted(p.name for p in state_dir.iterdir()) == ["fernet_key"]
     # exec, not a child: the health state records the pid of the process that ran the probe
     state = json.loads((tmp_path / "role.json").read_text())
     assert state == state | {"role": "exec", "pid": seen["pid"]}

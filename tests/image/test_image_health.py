@@ -229,3 +229,27 @@ def test_celery_worker_marker_accepts_celerys_own_process_title(
     )
     reason = health.check_process(77, health.PROCESS_MARKERS["celery-worker"], str(tmp_path))
     assert "running" in reason
+
+
+def test_main_reads_the_state_of_its_own_container(
+    health: ModuleType,
+    fake: FakeAirflow,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A pod's containers share /tmp: each reads the state keyed by its mount namespace."""
+    monkeypatch.delenv("HARDFLOW_STATE_FILE", raising=False)
+    monkeypatch.setattr(health, "DEFAULT_STATE_FILE", str(tmp_path / "hardflow-role"))
+    fake.set_json("/healthcheck", {})
+    (tmp_path / "hardflow-role-101").write_text(
+        json.dumps({"role": "celery-flower", "flower_health_url": fake.url("/healthcheck")})
+    )
+    (tmp_path / "hardflow-role-202").write_text(json.dumps({"role": "scheduler"}))
+    monkeypatch.setattr(health, "mount_namespace", lambda: "101")
+    assert health.main([]) == 0
+    assert capsys.readouterr().out.startswith("healthy: celery-flower")
+    # the other container's file is not this one's; without one of its own it is unhealthy
+    monkeypatch.setattr(health, "mount_namespace", lambda: "303")
+    assert health.main([]) == 1
+    assert "hardflow-role-303" in capsys.readouterr().out

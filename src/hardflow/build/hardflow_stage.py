@@ -12,7 +12,7 @@ from hardflow.build.plan import debian_release
 from hardflow.build.staging import StageTree
 from hardflow.errors import BuildError
 from hardflow.fsutil import ConfinementError
-from hardflow.spec import ImageSpec, read_extra_file
+from hardflow.spec import ImageSpec, image_dest, read_extra_file
 
 
 def assemble_hardflow(spec: ImageSpec, staging: Path) -> StageTree:
@@ -61,9 +61,12 @@ def _accounts_and_identity(tree: StageTree, spec: ImageSpec) -> None:
 
 def _spec_files(tree: StageTree, spec: ImageSpec) -> None:
     for f in spec.files:
-        rel = f.dest.lstrip("/")
+        rel = image_dest(f.dest).lstrip("/")  # /bin/sh lands at usr/bin/sh (merged /usr)
         try:
-            tree.file(rel, read_extra_file(spec, f), f.mode, "hardflow")
+            if f.link:
+                tree.symlink(rel, f.link, "hardflow")
+            else:
+                tree.file(rel, read_extra_file(spec, f), f.mode, "hardflow")
         except ConfinementError as exc:
             raise BuildError(
                 f"{spec.source}: files entry {f.dest!r} cannot be written: {exc.reason}",

@@ -1,29 +1,49 @@
 """``hardflow deploy helm-values``: values for the official Apache Airflow Helm chart.
 
-The chart runs the hardflow image with the hardened pod and container security contexts, its
-bundled PostgreSQL and Redis turned off (they need images from a registry; use the hardflow
-PostgreSQL/Redis of ``hardflow deploy k8s`` or your own), every secret read from Secrets
-rendered apart (``helm-secrets.yaml``, mode 0600), and the probes replaced by the image's health
-command: the chart's default probes run ``sh -c ... /entrypoint``, which the image does not have.
+The values are written for one chart release, :data:`~hardflow.deploy.chart.CHART_VERSION`
+(named in the file's header and in the install command). They keep the chart's own defaults
+wherever the image supports them: the FAB auth manager and the create-user job, the log-groomer
+sidecars (``bash /clean-logs``), the probes (``sh -c ... /entrypoint airflow jobs check``) and the
+chart's commands (``bash -c "exec airflow ..."``). What they change, and why:
+
+- every Airflow container and init container: read-only root file system, no privilege
+  escalation, all capabilities dropped, seccomp ``RuntimeDefault``, non-root (uid 50000, gid 0),
+  through the chart's ``securityContexts`` (which every Airflow container, sidecar and init
+  container of the chart falls back to);
+- a memory-backed ``/tmp`` emptyDir for every one of them (the chart's global ``volumes`` and
+  ``volumeMounts``, which it adds to each), since the root is read-only;
+- the image, pinned by digest when hardflow knows it (``images.airflow.digest``);
+- the chart's PostgreSQL, Redis, PgBouncer and StatsD off: they need images from a registry
+  that hardflow does not build; the connection Secrets point at the PostgreSQL and Redis of
+  ``hardflow deploy k8s`` (or ``--postgres-host``);
+- every secret read from Secrets rendered apart (``helm-secrets.yaml``, mode 0600), so the chart
+  does not generate them at each upgrade;
+- resources for every container (the sidecars and jobs have none by default);
+- Celery workers keep their logs on an emptyDir rather than a claim (no storage class assumed).
+
+The result passes Pod Security "restricted": :func:`hardflow.deploy.chart.chart_documents`
+replays what the chart makes of these values, and the tests audit that.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from hardflow.contract import HEALTH_COMMAND
 from hardflow.deploy import secrets as sec
+from hardflow.deploy.chart import CHART_REPOSITORY, CHART_VERSION
 from hardflow.deploy.k8s import EXECUTORS, K8sOptions, container_security, pod_security
-from hardflow.deploy.topology import WORKER_ROLE, Topology
+from hardflow.deploy.pinning import split_pinned
+from hardflow.deploy.topology import WORKER_ROLE, Topology, embedded_reference
 from hardflow.deploy.yamlout import dump, dump_all
 from hardflow.errors import HardflowError
 from hardflow.fsutil import atomic_write
 
 Doc = dict[str, Any]
-# chart values section of each component (and the image entrypoint's role it runs)
+# chart values section of each component (and the topology's limits it takes)
 CHART_SECTIONS = {
     "apiServer": "api-server",
     "scheduler": "scheduler",
@@ -31,18 +51,37 @@ CHART_SECTIONS = {
     "triggerer": "triggerer",
     "workers": WORKER_ROLE,
 }
-HEALTH_ROLE = {WORKER_ROLE: "celery"}
+# the components the chart gives a log-groomer sidecar by default
+LOG_GROOMED = ("scheduler", "dagProcessor", "triggerer", "workers")
+GROOMER_RESOURCES: Doc = {
+    "requests": {"cpu": "10m", "memory": "64Mi"},
+    "limits": {"cpu": "200m", "memory": "256Mi"},
+}
 
 
-def _repo_tag(reference: str) -> tuple[str, str]:
-    name, sep, tag = reference.rpartition(":")
+def image_parts(reference: str) -> tuple[str, str, str]:
+    """``(repository, tag, digest)`` of a reference; tag "" or digest "" when absent."""
+    name, digest = split_pinned(reference)
+    repository, sep, tag = name.rpartition(":")
     if not sep or "/" in tag:
-        return reference, "latest"
-    return name, tag
+        return name, "", digest
+    return repository, tag, digest
 
 
-def _probe(role: str) -> Doc:
-    return {"command": [*HEALTH_COMMAND, HEALTH_ROLE.get(role, role)]}
+def airflow_version(tag: str) -> str:
+    """The chart's ``airflowVersion`` (it switches templates on it): the image tag when it is a
+    version, else the Airflow version of hardflow's default spec."""
+    if re.fullmatch(r"\d+\.\d+\.\d+", tag):
+        return tag
+    return image_parts(embedded_reference("default"))[1]
+
+
+def _resources(top: Topology, role: str) -> Doc:
+    lim = top.limit(role)
+    return {
+        "limits": {"cpu": f"{int(lim.cpus * 1000)}m", "memory": lim.memory_k8s},
+        "requests": {"cpu": "100m", "memory": "128Mi"},
+    }
 
 
 def secret_names(top: Topology) -> dict[str, str]:
@@ -57,37 +96,35 @@ def secret_names(top: Topology) -> dict[str, str]:
     }
 
 
+def _image(repository: str, tag: str, digest: str) -> Doc:
+    image: Doc = {"repository": repository, "tag": tag or None, "pullPolicy": "IfNotPresent"}
+    if digest:
+        image["digest"] = digest  # the chart then pulls repository@digest
+    return image
+
+
 def render_helm_values(top: Topology, opts: K8sOptions) -> Doc:
-    repo, tag = _repo_tag(top.images.airflow)
+    repository, tag, digest = image_parts(top.images.airflow)
+    version = airflow_version(tag)
     names = secret_names(top)
-    limits = {
-        section: {
-            "limits": {
-                "cpu": f"{int(top.limit(role).cpus * 1000)}m",
-                "memory": top.limit(role).memory_k8s,
-            },
-            "requests": {"cpu": "100m", "memory": "128Mi"},
-        }
-        for section, role in CHART_SECTIONS.items()
-    }
     values: Doc = {
-        "airflowVersion": tag,
-        "defaultAirflowRepository": repo,
-        "defaultAirflowTag": tag,
+        "airflowVersion": version,
+        "defaultAirflowRepository": repository,
+        "defaultAirflowTag": tag or version,
         "images": {
-            "airflow": {"repository": repo, "tag": tag, "pullPolicy": "IfNotPresent"},
-            "pod_template": {"repository": repo, "tag": tag, "pullPolicy": "IfNotPresent"},
-            "useDefaultImageForMigration": False,
-            "migrationsWaitTimeout": 300,
+            "airflow": _image(repository, tag or version, digest),
+            "pod_template": _image(repository, tag or version, digest),
         },
         "executor": EXECUTORS[opts.executor],
         "uid": sec.AIRFLOW_UID,
         "gid": sec.AIRFLOW_GID,
+        # the chart's fallback for every Airflow container, sidecar, init container and job
         "securityContexts": {
             "pod": pod_security(sec.AIRFLOW_UID, sec.AIRFLOW_GID),
-            "containers": container_security(),
+            "containers": {**container_security(), "runAsNonRoot": True},
         },
-        # the root file system is read-only: /tmp on a memory-backed emptyDir everywhere
+        # the root file system is read-only: /tmp on a memory-backed emptyDir, which the chart
+        # adds to every Airflow container, sidecar, init container and job of a pod
         "volumes": [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}}],
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
         "postgresql": {"enabled": False},
@@ -104,27 +141,28 @@ def render_helm_values(top: Topology, opts: K8sOptions) -> Doc:
         "apiSecretKeySecretName": names["api_secret"],
         "jwtSecretName": names["jwt"],
         "config": {
-            "core": {"load_examples": "False"},
             "api": {"workers": str(top.api_workers)},
             "celery": {"worker_concurrency": str(top.worker_concurrency)},
-            "scheduler": {"enable_health_check": "True"},
         },
     }
     if not opts.celery:
         values["data"].pop("resultBackendSecretName")
         values["data"].pop("brokerUrlSecretName")
+        values["config"].pop("celery")
     for section, role in CHART_SECTIONS.items():
         if section == "workers" and not opts.celery:
             continue
-        part: Doc = {"args": [role], "resources": limits[section]}
+        part: Doc = {"resources": _resources(top, role)}
+        if section in LOG_GROOMED:
+            part["logGroomerSidecar"] = {"resources": GROOMER_RESOURCES}
         if section == "workers":
             part["replicas"] = top.workers
             part["persistence"] = {"enabled": False}  # logs on an emptyDir, served on 8793
-        if section != "apiServer":  # the API server keeps the chart's HTTP probes
-            part["livenessProbe"] = _probe(role)
-        if section == "scheduler":
-            part["startupProbe"] = _probe(role)
         values[section] = part
+    if not opts.celery:  # the chart's worker pod template takes the workers' resources
+        values["workers"] = {"resources": _resources(top, "airflow-worker")}
+    for job in ("migrateDatabaseJob", "createUserJob"):
+        values[job] = {"resources": _resources(top, "airflow-init")}
     return values
 
 
@@ -165,12 +203,16 @@ class HelmProject:
         return self.secret_status.summary()
 
 
-HEADER = """\
-Values for the official Apache Airflow Helm chart, rendered by `hardflow deploy helm-values`.
+HEADER = f"""\
+Values for the official Apache Airflow Helm chart {CHART_VERSION}, rendered by
+`hardflow deploy helm-values`. Install that chart version:
   kubectl apply -n NAMESPACE -f helm-secrets.yaml
-  helm install airflow apache-airflow/airflow -n NAMESPACE -f values.yaml
-The database and broker are not deployed by the chart: the connection Secrets point at the
-PostgreSQL and Redis Services of `hardflow deploy k8s` (or --postgres-host/--redis-host)."""
+  helm install airflow {CHART_REPOSITORY} --version {CHART_VERSION} -n NAMESPACE -f values.yaml
+The chart's defaults are kept (FAB auth manager, create-user job, log groomers, probes); what
+differs: read-only root, no capabilities, seccomp RuntimeDefault and a /tmp emptyDir for every
+container, the image pinned by digest when hardflow knows it, and the database and broker outside
+the chart (the connection Secrets point at the PostgreSQL and Redis of `hardflow deploy k8s`).
+Change the chart's default admin password (the create-user job's defaults) before exposing it."""
 
 
 def helm_credentials(opts: K8sOptions) -> list[str]:

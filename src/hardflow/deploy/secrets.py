@@ -23,10 +23,12 @@ from hardflow.fsutil import atomic_write
 
 AIRFLOW_UID = 50000
 AIRFLOW_GID = 0
-POSTGRES_UID = 999
-POSTGRES_GID = 999
-REDIS_UID = 999
-REDIS_GID = 999
+# The users of hardflow's PostgreSQL and Redis images (their specs' [image] uid/gid): at or above
+# 10000, so they cannot coincide with a host account (checkov CKV_K8S_40).
+POSTGRES_UID = 15432
+POSTGRES_GID = 15432
+REDIS_UID = 16379
+REDIS_GID = 16379
 
 
 @dataclass(frozen=True)

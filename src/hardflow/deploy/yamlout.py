@@ -12,6 +12,20 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Tagged:
+    """A value written with a YAML tag, e.g. compose's ``!override`` (replace, do not merge)."""
+
+    tag: str
+    value: object
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"![A-Za-z][A-Za-z0-9_-]*", self.tag):
+            raise ValueError(f"YAML tag {self.tag!r}: expected !name")
+
 
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-/]*")
 # words a YAML 1.1 reader would turn into booleans or null even as keys
@@ -53,6 +67,9 @@ def _lines(value: object, indent: int) -> Iterable[str]:
     pad = " " * indent
     if isinstance(value, Mapping):
         for k, v in value.items():
+            if isinstance(v, Tagged):  # the tag, then the value as a flow (JSON) collection
+                yield f"{pad}{_key(k)}: {v.tag} {_flow(v.value)}"
+                continue
             empty = _is_empty_collection(v)
             if empty is not None:
                 yield f"{pad}{_key(k)}: {empty}"
@@ -77,6 +94,13 @@ def _lines(value: object, indent: int) -> Iterable[str]:
                 yield f"{pad}- {_scalar(item)}"
     else:
         yield f"{pad}{_scalar(value)}"  # type: ignore[arg-type]
+
+
+def _flow(value: object) -> str:
+    """A value in flow style: JSON, a subset of YAML (its strings stay double-quoted)."""
+    if isinstance(value, Mapping | list | tuple | str | int | float | bool) or value is None:
+        return json.dumps(value, ensure_ascii=False)
+    raise TypeError(f"cannot write a {type(value).__name__} as YAML")
 
 
 def dump(document: Mapping[str, object], header: str = "") -> str:

@@ -41,6 +41,32 @@ environment is kept free of secrets that only provisioning needs:
 - Keys the entrypoint generates itself (Fernet key, API secret key, JWT secret) are exported as
   values, as before.
 - Everything printed goes through :func:`redact_userinfo`: a URL's password never shows.
+
+Parity with the official image's entrypoint
+-------------------------------------------
+``docs/entrypoint-parity.md`` compares the two point by point. In short:
+
+- The metadata database is waited for with a real login (``airflow db check``, after a cheap
+  TCP wait when the URL is known here), for every Airflow component and for ``bash``/``python``
+  commands as the official image does - so ``bash -c "exec airflow scheduler"`` (the chart's
+  form) waits too, and is recognised as the scheduler. ``CONNECTION_CHECK_MAX_COUNT=0`` skips
+  every wait. The Celery broker is waited for when Airflow's configuration (environment or
+  airflow.cfg) names a Celery executor.
+- ``_AIRFLOW_DB_MIGRATE`` (deprecated: ``_AIRFLOW_DB_UPGRADE``) and ``_AIRFLOW_WWW_USER_CREATE``
+  apply to any command, as in the official image (its init pattern runs ``airflow version``).
+- ``_AIRFLOW_*_CMD`` runs through bash as the official image's ``eval`` does;
+  ``AIRFLOW__*_CMD`` runs as Airflow runs it (split, no shell). The image has no coreutils:
+  ``printf %s "$(<FILE)"`` replaces ``cat FILE``.
+- ``_PIP_ADDITIONAL_REQUIREMENTS`` is refused: the image is immutable.
+
+Nothing is written into the image at start
+------------------------------------------
+A key is generated only for a role that needs it (:data:`SECRET_NEEDS`) and only into a
+writable ``$AIRFLOW_HOME``; where it cannot be kept, the error names the variable to set. Where
+``$AIRFLOW_HOME`` is read-only and holds no airflow.cfg, Airflow is pointed at an empty one
+(``/dev/null``) instead of writing its default there. The health state lives in ``/tmp``
+under a name unique to the container (its mount namespace), so containers of one pod sharing a
+``/tmp`` volume do not overwrite each other's.
 """
 
 from __future__ import annotations
@@ -53,6 +79,7 @@ import pwd
 import re
 import secrets
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -95,11 +122,25 @@ ROLE_COMMANDS_2: dict[str, tuple[str, ...]] = {
 # The roles whose process serves HTTP on the web port, per Airflow major version.
 WEB_ROLE = {2: "webserver", 3: "api-server"}
 # Commands executed as they are: no database wait, no migration, no user provisioning.
-PASS_THROUGH = frozenset({"bash", "python", "python3"})
+PASS_THROUGH = frozenset({"bash", "sh", "python", "python3"})
+# Shells whose ``-c "exec airflow ROLE ..."`` (the official chart's form) is recognised as ROLE.
+SHELLS = frozenset({"bash", "sh", "/bin/bash", "/usr/bin/bash", "/bin/sh", "/usr/bin/sh"})
+# Pass-through commands that wait for the database first, as in the official image ("the bash
+# and python commands should also verify the basic connections").
+WAITING_COMMANDS = frozenset({"bash", "sh", "python", "python3"})
 PYTHON_COMMAND = re.compile(r"python3\.\d+")
 # Airflow sub-commands that never touch the metadata database.
 NO_DATABASE_COMMANDS = frozenset({"version", "cheat-sheet", "config", "info"})
 CELERY_ROLES = frozenset({"celery-worker", "celery-flower"})
+# Executor class names that use the Celery broker (the last dotted part of an executor entry).
+CELERY_EXECUTORS = frozenset({"CeleryExecutor", "CeleryKubernetesExecutor"})
+# Values of the official image's on/off variables (any non-empty value means on there) that we
+# read as "off": a user writing "false" means it.
+OFF_VALUES = frozenset({"0", "false", "no", "off"})
+# Seconds one `airflow db check` may take before it counts as a failed attempt.
+DB_CHECK_TIMEOUT = 90
+# Programs a `*_CMD` commonly names that the image does not have (no coreutils).
+COREUTILS_HINTS = frozenset({"cat", "head", "tail", "tr", "cut", "base64", "awk", "sed"})
 # ``airflow standalone`` stops its components cleanly on KeyboardInterrupt but dies at once on
 # SIGTERM, orphaning them.  It is therefore started as this program: the same Airflow CLI in the
 # same (exec'd) process, with SIGTERM raising KeyboardInterrupt in the main thread.
@@ -236,6 +277,7 @@ class WaitTarget:
     label: str
     endpoints: tuple[Endpoint, ...] = field(default_factory=tuple)
     skip_reason: str = ""
+    server: bool = True  # False for SQLite: no server, nothing to log in to
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,6 +304,23 @@ def is_true(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def flag_on(env: Mapping[str, str], name: str) -> bool:
+    """An official-image switch (``_AIRFLOW_DB_MIGRATE`` ...): on when set to anything but
+    empty or an explicit off value (the official image reads even "false" as on)."""
+    value = env.get(name, "").strip()
+    if not value:
+        return False
+    if value.lower() in OFF_VALUES:
+        if name not in _OFF_NOTED:  # said once, however often it is read
+            _OFF_NOTED.add(name)
+            log(f"{name}={value!r} read as off (the official image turns it on for any value)")
+        return False
+    return True
+
+
+_OFF_NOTED: set[str] = set()
+
+
 def int_env(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name, "").strip()
     if not raw:
@@ -275,22 +334,68 @@ def int_env(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
-def run_command_for_value(name: str, command: str) -> str:
-    """Run a ``*_CMD`` command (split like Airflow does, no shell) and return its stdout."""
+NO_COREUTILS_HINT = (
+    'the image has no coreutils: read a file with the shell, printf %s "$(<FILE)" '
+    "instead of cat FILE, or set the variable's _FILE form instead"
+)
+
+
+def command_args(name: str, command: str, shell: bool) -> list[str]:
+    """The argv of a ``*_CMD`` value: ``bash -c COMMAND`` (the official image's ``eval``) with
+    ``shell``, else split like Airflow splits it (no shell)."""
+    if shell:
+        if not command.strip():
+            raise EntrypointError(f"{name} is set but empty")
+        return ["bash", "-c", command]
     try:
         args = shlex.split(command)
     except ValueError as exc:
         raise EntrypointError(f"{name}: cannot split the command: {exc}") from None
     if not args:
         raise EntrypointError(f"{name} is set but empty")
+    return args
+
+
+def run_command_for_value(name: str, command: str, shell: bool = False) -> str:
+    """Run a ``*_CMD`` command and return its stdout without trailing line breaks.
+
+    ``shell``: through bash, as the official entrypoint runs ``_AIRFLOW_WWW_USER_PASSWORD_CMD``
+    (``$(eval ...)``); otherwise split and run without a shell, as Airflow runs the
+    ``AIRFLOW__SECTION__KEY_CMD`` of an option.
+    """
+    args = command_args(name, command, shell)
     try:
         done = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    except FileNotFoundError:
+        hint = f"; {NO_COREUTILS_HINT}" if os.path.basename(args[0]) in COREUTILS_HINTS else ""
+        raise EntrypointError(f"{name}: {args[0]!r} is not in this image{hint}") from None
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise EntrypointError(f"{name}: cannot run {args[0]!r}: {exc}") from None
     if done.returncode != 0:
         # stderr of a secret command may echo the secret: never print it.
-        raise EntrypointError(f"{name}: {args[0]!r} exited with status {done.returncode}")
+        what = "bash" if shell else repr(args[0])
+        message = f"{name}: {what} exited with status {done.returncode}"
+        if shell and done.returncode == 127:  # bash: command not found
+            message += f" (a program it names is not in this image; {NO_COREUTILS_HINT})"
+        raise EntrypointError(message)
     return done.stdout.rstrip("\r\n")
+
+
+def missing_cmd_programs(env: Mapping[str, str], which: Callable[[str], str | None]) -> list[str]:
+    """Warnings for ``AIRFLOW__*_CMD`` values whose program is not in the image: Airflow runs
+    them later, when it reads the option, and then fails far from the cause."""
+    warnings = []
+    for name in sorted(env):
+        if not (name.startswith("AIRFLOW__") and name.endswith("_CMD")) or not env[name].strip():
+            continue
+        try:
+            program = shlex.split(env[name])[0]
+        except (ValueError, IndexError):
+            continue
+        if which(program) is None:
+            hint = f"; {NO_COREUTILS_HINT}" if os.path.basename(program) in COREUTILS_HINTS else ""
+            warnings.append(f"{name} runs {program!r}, which is not in this image{hint}")
+    return warnings
 
 
 def read_value_file(name: str, path: str) -> str:
@@ -354,10 +459,56 @@ def option_value(args: Sequence[str], *names: str) -> str | None:
     return None
 
 
-def plan_command(args: Sequence[str], env: Mapping[str, str], major: int = 3) -> Plan:
+def shell_airflow_args(args: Sequence[str]) -> tuple[str, ...] | None:
+    """The airflow arguments of ``bash -c "exec airflow ARGS..."`` (the official chart starts
+    every component so), or None when ``args`` is not of that form.
+
+    The script is split like the shell would split a simple command (a backslash-newline
+    joins lines); anything else - several commands, redirections - is not recognised.
+    """
+    if len(args) < 3 or args[0] not in SHELLS or args[1] != "-c":
+        return None
+    try:
+        words = shlex.split(args[2].replace("\\\n", " "), comments=True)
+    except ValueError:
+        return None
+    if len(words) < 2 or words[0] != "exec" or os.path.basename(words[1]) != "airflow":
+        return None
+    if any(w in (";", "&&", "||", "|", "&") or w.endswith(";") for w in words):
+        return None
+    return tuple(words[2:])
+
+
+def celery_executor(value: str | None) -> bool:
+    """Whether an ``[core] executor`` value names a Celery executor: ``CeleryExecutor``, its
+    class path, an ``alias:path`` entry, or one of a comma-separated list."""
+    for entry in (value or "").split(","):
+        name = entry.strip().rsplit(":", 1)[-1].rsplit(".", 1)[-1]
+        if name in CELERY_EXECUTORS:
+            return True
+    return False
+
+
+def configured_executor(env: Mapping[str, str], cfg: configparser.ConfigParser) -> str | None:
+    """``[core] executor`` as the environment or airflow.cfg set it (None: Airflow's default)."""
+    try:
+        value, _ = lookup_option(env, cfg, "core", "executor")
+    except EntrypointError as exc:  # a failing _cmd: the broker wait is a convenience
+        log(f"warning: cannot read the executor: {exc}")
+        return None
+    return value
+
+
+def plan_command(
+    args: Sequence[str],
+    env: Mapping[str, str],
+    major: int = 3,
+    cfg: configparser.ConfigParser | None = None,
+) -> Plan:
     """Map the container's command to what is executed and which preparations it needs.
 
-    ``major`` is the image's Airflow major version (:func:`airflow_major`).
+    ``major`` is the image's Airflow major version (:func:`airflow_major`); ``cfg`` the
+    user's airflow.cfg (read for the executor).
     """
     roles = role_commands(major)
     if not args:
@@ -366,9 +517,24 @@ def plan_command(args: Sequence[str], env: Mapping[str, str], major: int = 3) ->
             + ", ".join(roles)
             + ", an airflow command (e.g. 'airflow version', 'db migrate'), bash or python"
         )
+    if cfg is None:
+        cfg = configparser.ConfigParser(interpolation=None)
     first = args[0]
     if first in PASS_THROUGH or PYTHON_COMMAND.fullmatch(first) or first.startswith("/"):
-        return Plan(role="exec", argv=tuple(args), airflow_major=major)
+        shell_args = shell_airflow_args(args)
+        waits = first in WAITING_COMMANDS or bool(PYTHON_COMMAND.fullmatch(first))
+        if shell_args is None:
+            return Plan(role="exec", argv=tuple(args), wait_database=waits, airflow_major=major)
+        plan = airflow_plan(shell_args, env, major, cfg)
+        # the shell runs the command as written; the plan keeps the role it starts
+        return Plan(
+            role=plan.role,
+            argv=tuple(args),
+            wait_database=waits or plan.wait_database,
+            wait_broker=plan.wait_broker,
+            api_port=plan.api_port,
+            airflow_major=major,
+        )
     args, note = map_web_role(args, major)
     first = args[0]
     if first in roles:
@@ -377,12 +543,34 @@ def plan_command(args: Sequence[str], env: Mapping[str, str], major: int = 3) ->
         airflow_args = tuple(args[1:])
     else:
         airflow_args = tuple(args)
+    plan = airflow_plan(airflow_args, env, major, cfg)
+    return Plan(
+        role=plan.role,
+        argv=plan.argv,
+        wait_database=plan.wait_database,
+        wait_broker=plan.wait_broker,
+        api_port=plan.api_port,
+        airflow_major=major,
+        note=note,
+    )
+
+
+def airflow_plan(
+    airflow_args: Sequence[str],
+    env: Mapping[str, str],
+    major: int,
+    cfg: configparser.ConfigParser,
+) -> Plan:
+    """The plan of ``airflow AIRFLOW_ARGS``."""
+    airflow_args = tuple(airflow_args)
     role = airflow_role(airflow_args, major)
     asks_help = any(a in ("-h", "--help") for a in airflow_args)
     needs_db = bool(airflow_args) and airflow_args[0] not in NO_DATABASE_COMMANDS and not asks_help
-    executor = env.get("AIRFLOW__CORE__EXECUTOR", "")
+    # The official image waits for the broker for the scheduler and celery commands when the
+    # executor is Celery; a Celery worker or Flower needs the broker whatever the executor says.
     needs_broker = needs_db and (
-        role in CELERY_ROLES or (role == "scheduler" and "celery" in executor.lower())
+        role in CELERY_ROLES
+        or (role == "scheduler" and celery_executor(configured_executor(env, cfg)))
     )
     api_port: int | None = None
     if role == WEB_ROLE.get(major, "api-server"):
@@ -395,7 +583,7 @@ def plan_command(args: Sequence[str], env: Mapping[str, str], major: int = 3) ->
                 raise EntrypointError(message) from None
     argv: tuple[str, ...] = ("airflow", *airflow_args)
     if role == "standalone":
-        argv = standalone_argv(airflow_args, os.path.dirname(os.path.abspath(__file__)))
+        argv = standalone_argv(airflow_args, launcher_dir())
     return Plan(
         role=role,
         argv=argv,
@@ -403,8 +591,13 @@ def plan_command(args: Sequence[str], env: Mapping[str, str], major: int = 3) ->
         wait_broker=needs_broker,
         api_port=api_port,
         airflow_major=major,
-        note=note,
     )
+
+
+def launcher_dir() -> str:
+    """The folder of this script's real file: the image also runs it through the link
+    ``/entrypoint`` (the official chart's path), and the launchers sit beside the real file."""
+    return os.path.dirname(os.path.realpath(__file__))
 
 
 def standalone_argv(airflow_args: Sequence[str], launcher_dir: str) -> tuple[str, ...]:
@@ -513,12 +706,18 @@ def hand_over(env: MutableMapping[str, str], expanded: Mapping[str, str], major:
 
 
 def resolve_value(env: Mapping[str, str], name: str) -> str | None:
-    """``NAME`` (already file-expanded) or the output of ``NAME_CMD``; None when neither."""
+    """``NAME`` (already file-expanded) or the output of ``NAME_CMD``; None when neither.
+
+    An entrypoint variable's ``_CMD`` (``_AIRFLOW_*``) runs through bash like the official
+    image's ``eval``; an Airflow option's runs as Airflow runs it (no shell).
+    """
     if name in env:
         return env[name]
     command = env.get(f"{name}_CMD")
     if command:
-        return run_command_for_value(f"{name}_CMD", command)
+        return run_command_for_value(
+            f"{name}_CMD", command, shell=name.startswith(PROVISIONING_ONLY)
+        )
     return None
 
 
@@ -615,7 +814,7 @@ def parse_service_url(label: str, url: str) -> WaitTarget:
             raise EntrypointError(f"{label}: the URL has no scheme (expected 'scheme://...')")
         base = scheme.split("+", 1)[0].lower()
         if base == "sqlite":
-            return WaitTarget(label, (), "SQLite, nothing to wait for")
+            return WaitTarget(label, (), "SQLite, nothing to wait for", server=False)
         # userinfo ends at the last '@' (a raw password may hold '@', '/', '?' ...)
         authority = rest[rest.rfind("@") + 1 :] if "@" in rest else rest
         for stop in "/?#":
@@ -682,13 +881,95 @@ def wait_for(
     )
 
 
+def tail(text: str, lines: int = 6, chars: int = 1500) -> str:
+    """The last lines of a command's output, redacted, for an error message."""
+    kept = "\n".join(text.strip().splitlines()[-lines:])
+    return redact_userinfo(kept[-chars:])
+
+
+def db_check_once(env: Mapping[str, str]) -> tuple[bool, str]:
+    """One ``airflow db check`` (connect and log in, as the official image checks): (ok, output).
+
+    ``env`` is the child's environment (no provisioning secrets).
+    """
+    try:
+        done = subprocess.run(
+            ["airflow", "db", "check"],
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=DB_CHECK_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return False, f"'airflow db check' did not finish within {DB_CHECK_TIMEOUT}s"
+    except OSError as exc:
+        return False, f"cannot run 'airflow db check': {exc.strerror}"
+    return done.returncode == 0, done.stdout + done.stderr
+
+
+def wait_for_login(
+    max_count: int,
+    sleep_time: float,
+    check: Callable[[], tuple[bool, str]],
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Run ``check`` (a database login) up to ``max_count`` times, ``sleep_time`` apart."""
+    output = ""
+    for attempt in range(1, max_count + 1):
+        ok, output = check()
+        if ok:
+            if attempt > 1:
+                log("metadata database: login succeeded")
+            return
+        if attempt < max_count:
+            log(f"waiting for the metadata database login (attempt {attempt}/{max_count})")
+            sleep(sleep_time)
+    raise EntrypointError(
+        f"'airflow db check' failed {max_count} times, {sleep_time:g}s apart: Airflow cannot "
+        "connect and log in to the metadata database. Check the URL, user and password, or raise "
+        "CONNECTION_CHECK_MAX_COUNT / CONNECTION_CHECK_SLEEP_TIME. Last output:\n"
+        + (tail(output) or "(none)")
+    )
+
+
+def wait_for_database(
+    env: Mapping[str, str],
+    cfg: configparser.ConfigParser,
+    max_count: int,
+    sleep_time: float,
+    check: Callable[[], tuple[bool, str]],
+    connect: Callable[[Endpoint, float], None] = tcp_connect,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Wait until the metadata database accepts Airflow's login.
+
+    When the URL is known here, its port is waited for first (cheap: no Airflow import per
+    attempt); then ``check`` (``airflow db check``) logs in, retried as often. SQLite has no
+    server to wait for; a URL only Airflow can resolve (``_SECRET``) is checked by login alone.
+    """
+    if max_count == 0:
+        log("metadata database: CONNECTION_CHECK_MAX_COUNT=0, not waiting")
+        return
+    target = database_target(env, cfg)
+    if not target.server:
+        log(f"{target.label}: {target.skip_reason}")
+        return
+    if target.endpoints:
+        wait_for(target, max_count, sleep_time, connect=connect, sleep=sleep)
+    else:
+        log(f"{target.label}: {target.skip_reason}; checking the login only")
+    wait_for_login(max_count, sleep_time, check, sleep=sleep)
+
+
 def database_target(env: Mapping[str, str], cfg: configparser.ConfigParser) -> WaitTarget:
     url, where = lookup_option(env, cfg, "database", "sql_alchemy_conn")
     label = "metadata database"
     if url is None:
         if where:
-            return WaitTarget(label, (), f"URL comes from {where}, cannot check it here")
-        return WaitTarget(label, (), "default SQLite database, nothing to wait for")
+            return WaitTarget(label, (), f"URL comes from {where}, not known here")
+        return WaitTarget(label, (), "default SQLite database, nothing to wait for", server=False)
     return parse_service_url(label, url)
 
 
@@ -712,6 +993,41 @@ def refuse_root(uid: int, env: Mapping[str, str]) -> None:
             "refusing to run as root (uid 0). Run as a non-root user with group 0, e.g. "
             "'--user 50000:0' (any uid works), or set HARDFLOW_ALLOW_ROOT=true if you really must"
         )
+
+
+def group_warning(uid: int, gid: int) -> str | None:
+    """The warning for a non-root user outside group 0, or None.
+
+    The official image asks for group 0 so that an arbitrary uid shares, through the group,
+    what another uid wrote to a volume (it only warns for its own uid 50000 and refuses other
+    uids). Nothing in this image depends on the group, so it warns for every uid; volumes and
+    generated files follow the group's permissions (umask 002).
+    """
+    if uid == 0 or gid == 0:
+        return None
+    return (
+        f"warning: running as uid {uid} with gid {gid}, not gid 0. Run the container with "
+        "group 0 (e.g. --user 50000:0 or runAsGroup: 0) whatever the uid: files written to "
+        "shared volumes are group-writable, so another uid in group 0 (an arbitrary uid, a "
+        "later upgrade) can still use them; with another group it may not"
+    )
+
+
+PIP_REFUSAL = (
+    "_PIP_ADDITIONAL_REQUIREMENTS is set ({value!r}), but this image is immutable: it installs "
+    "nothing at start (its root file system may be read-only, and every package is pinned and "
+    "recorded in its SBOM). Build an image with the extra packages instead: copy the spec the "
+    "image was built from (hardflow's embedded 'default' spec, src/hardflow/specs/default.toml), "
+    "add them to [python] requirements, then run 'hardflow lock --spec my.toml' and "
+    "'hardflow build --spec my.toml --load', and use that image. Unset "
+    "_PIP_ADDITIONAL_REQUIREMENTS to start this one"
+)
+
+
+def refuse_pip_requirements(env: Mapping[str, str]) -> None:
+    value = env.get("_PIP_ADDITIONAL_REQUIREMENTS", "").strip()
+    if value:
+        raise EntrypointError(PIP_REFUSAL.format(value=value))
 
 
 def user_name(uid: int) -> str:
@@ -755,6 +1071,40 @@ def role_env(plan: Plan, env: Mapping[str, str]) -> dict[str, str]:
     if plan.role == "scheduler" and "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK" not in env:
         updates["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] = "True"
     return updates
+
+
+def config_file_env(env: Mapping[str, str], airflow_home: str) -> dict[str, str]:
+    """``AIRFLOW_CONFIG=/dev/null`` when there is no airflow.cfg and none can be written.
+
+    Airflow writes a default ``$AIRFLOW_HOME/airflow.cfg`` when the file is missing, and fails
+    on a read-only root. The official chart mounts one; without it, Airflow reads an empty
+    configuration instead (its defaults and the environment, exactly what a missing file means)
+    rather than writing into the image. An explicit ``AIRFLOW_CONFIG`` is left to Airflow.
+    """
+    if env.get("AIRFLOW_CONFIG"):
+        return {}
+    path = os.path.join(airflow_home, "airflow.cfg")
+    if os.path.lexists(path) or writable_dir(airflow_home):
+        return {}
+    log(
+        f"note: {path} does not exist and {airflow_home} is not writable: Airflow reads "
+        "no airflow.cfg (AIRFLOW_CONFIG=/dev/null) instead of writing a default one there"
+    )
+    return {"AIRFLOW_CONFIG": os.devnull}
+
+
+def ensure_logs_dir(airflow_home: str) -> None:
+    """Create ``$AIRFLOW_HOME/logs`` when it is missing and the home is writable; never write
+    elsewhere (a read-only root stays untouched: Airflow reports a missing log folder itself
+    when a role needs one)."""
+    path = os.path.join(airflow_home, "logs")
+    if os.path.isdir(path):
+        return
+    if not writable_dir(airflow_home):
+        log(f"note: {path} does not exist and {airflow_home} is not writable; mount a volume "
+            "there if this command writes logs")  # fmt: skip
+        return
+    ensure_dir(path)
 
 
 def ensure_dir(path: str) -> None:
@@ -805,7 +1155,7 @@ def read_private_file(path: str) -> str | None:
     try:
         with open(path, encoding="utf-8") as handle:
             return handle.read().strip()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # not there, nor its directory
         return None
     except OSError as exc:
         raise EntrypointError(
@@ -814,18 +1164,39 @@ def read_private_file(path: str) -> str | None:
         ) from None
 
 
+class NotWritable(EntrypointError):
+    """A secret must be generated but ``$AIRFLOW_HOME`` cannot keep it."""
+
+
+def can_keep_files(state_dir: str) -> bool:
+    """Whether ``state_dir`` is (or can be created as) a writable directory: checked with
+    access(2), which also answers no on a read-only file system - never assumed."""
+    if os.path.isdir(state_dir):
+        return writable_dir(state_dir)
+    return writable_dir(os.path.dirname(state_dir.rstrip("/")) or "/")
+
+
 def persistent_secret(state_dir: str, name: str, generate: Callable[[], str]) -> str:
-    """The secret stored in ``state_dir/name``, generated (mode 0600) on first use."""
+    """The secret stored in ``state_dir/name``, generated (mode 0600) on first use.
+
+    Raises :class:`NotWritable` when it is not stored and ``state_dir`` cannot keep it.
+    """
     path = os.path.join(state_dir, name)
     existing = read_private_file(path)
     if existing:
         return existing
-    ensure_dir(state_dir)
+    if not can_keep_files(state_dir):
+        where = state_dir if os.path.isdir(state_dir) else os.path.dirname(state_dir.rstrip("/"))
+        raise NotWritable(f"{where} is not writable (uid {os.getuid()}, gid {os.getgid()})")
+    try:
+        os.makedirs(state_dir, exist_ok=True)
+    except OSError as exc:
+        raise NotWritable(f"cannot create {state_dir}: {exc.strerror}") from None
     value = generate()
     try:
         created = write_private_file(path, value + "\n", exclusive=True)
     except OSError as exc:
-        raise EntrypointError(f"cannot write {path}: {exc.strerror}") from None
+        raise NotWritable(f"cannot write {path}: {exc.strerror}") from None
     if created:
         log(f"generated {name} into {path} (mode 0600); it is reused on restart")
         return value
@@ -857,32 +1228,84 @@ SECRET_SPECS_2: tuple[tuple[str, str, str, Callable[[], str], tuple[str, ...]], 
 )
 
 
+# The keys (state-dir file names) each role cannot run correctly without, per Airflow major
+# version; every container of a deployment must share them, so a missing one is generated only
+# where it can be kept (and shared through a common $AIRFLOW_HOME), or refused.
+# - Fernet key: encrypts connections and variables in the database (the API server and the
+#   scheduler read and write them; Airflow 3 workers go through the API server).
+# - [api] secret_key: the API server's session and log-request signing key.
+# - JWT secret: the API server checks the tokens the scheduler signs for its task workloads.
+# The official chart gives the JWT secret to the API server and the scheduler only; triggerer,
+# DAG processor, workers and one-off commands need none of them to start: a key stored earlier
+# is still used, but nothing is generated for them.
+SECRET_NEEDS: dict[int, dict[str, frozenset[str]]] = {
+    3: {
+        "standalone": frozenset({"fernet_key", "api_secret_key", "jwt_secret"}),
+        "api-server": frozenset({"fernet_key", "api_secret_key", "jwt_secret"}),
+        "scheduler": frozenset({"fernet_key", "jwt_secret"}),
+    },
+    2: {
+        "standalone": frozenset({"fernet_key", "webserver_secret_key"}),
+        "webserver": frozenset({"fernet_key", "webserver_secret_key"}),
+        "scheduler": frozenset({"fernet_key"}),
+    },
+}
+
+
 def secret_env(
-    env: Mapping[str, str], cfg: configparser.ConfigParser, airflow_home: str, major: int = 3
+    env: Mapping[str, str],
+    cfg: configparser.ConfigParser,
+    airflow_home: str,
+    major: int = 3,
+    role: str = "standalone",
 ) -> dict[str, str]:
     """``AIRFLOW__*`` variables for the keys the user did not provide in any form.
 
     A key given in the environment (plain, ``_FILE``, ``_CMD`` or ``_SECRET``) is left to
     Airflow.  Otherwise a key stored earlier in ``$AIRFLOW_HOME/.hardflow`` is used, even
     though Airflow may since have written a default airflow.cfg with its own random values (it
-    does on first start); a key set in airflow.cfg before the first start is left alone; the
-    rest is generated once and stored.
+    does on first start); a key set in airflow.cfg before the first start is left alone.  The
+    rest is generated once and stored - only for the keys ``role`` needs (:data:`SECRET_NEEDS`)
+    and only where ``$AIRFLOW_HOME`` is writable; a needed key that cannot be kept is an error
+    naming the variables to set.
     """
     state_dir = os.path.join(airflow_home, STATE_DIR_NAME)
     no_cfg = configparser.ConfigParser(interpolation=None)
     updates: dict[str, str] = {}
+    missing: list[str] = []
+    reason = ""
     specs = SECRET_SPECS_2 if major == 2 else SECRET_SPECS
+    needs = SECRET_NEEDS.get(major, SECRET_NEEDS[3]).get(role, frozenset())
     for section, key, file_name, generate, alternatives in specs:
         if any(config_is_set(env, no_cfg, section, k) for k in (key, *alternatives)):
             continue
         var = f"AIRFLOW__{section.upper()}__{key.upper()}"
-        stored = read_private_file(os.path.join(state_dir, file_name))
+        needed = file_name in needs
+        try:
+            stored = read_private_file(os.path.join(state_dir, file_name))
+        except EntrypointError as exc:
+            if needed:
+                raise
+            log(f"warning: {exc}")
+            continue
         if stored:
             updates[var] = stored
             continue
-        if any(config_is_set(env, cfg, section, k) for k in (key, *alternatives)):
+        if not needed or any(config_is_set(env, cfg, section, k) for k in (key, *alternatives)):
             continue
-        updates[var] = persistent_secret(state_dir, file_name, generate)
+        try:
+            updates[var] = persistent_secret(state_dir, file_name, generate)
+        except NotWritable as exc:
+            missing.append(var)
+            reason = str(exc)
+    if missing:
+        names = ", ".join(missing)
+        verb = "is" if len(missing) == 1 else "are"
+        raise EntrypointError(
+            f"{role} needs {names}, which {verb} not set; {reason}, so nothing can be generated "
+            f"and kept there. Set {names} (or the _FILE or _CMD form) to the value every "
+            "component of this deployment shares, e.g. from a Kubernetes Secret"
+        )
     return updates
 
 
@@ -1000,7 +1423,16 @@ def provision_fab(user: AdminUser, airflow_home: str, env: Mapping[str, str]) ->
     password = user.password
     if password is None:
         state_dir = os.path.join(airflow_home, STATE_DIR_NAME)
-        password = persistent_secret(state_dir, "admin_password", lambda: secrets.token_urlsafe(18))
+        try:
+            password = persistent_secret(
+                state_dir, "admin_password", lambda: secrets.token_urlsafe(18)
+            )
+        except NotWritable as exc:
+            raise EntrypointError(
+                f"_AIRFLOW_WWW_USER_CREATE is set but _AIRFLOW_WWW_USER_PASSWORD is not; {exc}, "
+                "so no password can be generated and kept there. Set "
+                "_AIRFLOW_WWW_USER_PASSWORD (or its _FILE or _CMD form)"
+            ) from None
         log(f"user {user.username!r}: password kept in {os.path.join(state_dir, 'admin_password')}")
     args = fab_create_argv(user)
     done = subprocess.run(args, env=dict(env), input=password, text=True, check=False)
@@ -1020,7 +1452,7 @@ def provision_user(
     for it (default: ``env`` without the provisioning variables)."""
     if child_env is None:
         child_env = {k: v for k, v in env.items() if not k.startswith(PROVISIONING_PREFIX)}
-    if plan.role != "standalone" and not is_true(env.get("_AIRFLOW_WWW_USER_CREATE")):
+    if plan.role != "standalone" and not flag_on(env, "_AIRFLOW_WWW_USER_CREATE"):
         return {}
     user = admin_user(env)
     manager, _ = lookup_option(env, cfg, "core", "auth_manager")
@@ -1078,6 +1510,56 @@ def health_state(plan: Plan, env: Mapping[str, str], pid: int) -> dict[str, obje
     }
 
 
+def mount_namespace() -> str:
+    """This container's mount namespace id (``mnt:[4026532...]`` → ``4026532...``), "" if
+    unknown. Every container has its own, and ``exec`` into a container joins it: the key of
+    the health state that a pod's containers sharing one ``/tmp`` do not overwrite."""
+    try:
+        link = os.readlink("/proc/self/ns/mnt")
+    except OSError:
+        return ""
+    match = re.fullmatch(r"mnt:\[(\d+)\]", link)
+    return match.group(1) if match else ""
+
+
+def state_file_path(
+    env: Mapping[str, str],
+    base: str | None = None,
+    namespace: Callable[[], str] | None = None,
+) -> str:
+    """Where this container's health state lives: ``$HARDFLOW_STATE_FILE`` when set, else
+    ``BASE-<mount namespace id>`` (health.py computes the same name)."""
+    explicit = env.get("HARDFLOW_STATE_FILE", "")
+    if explicit:
+        return explicit
+    base = DEFAULT_STATE_FILE if base is None else base
+    key = (namespace or mount_namespace)()
+    return f"{base}-{key}" if key else base
+
+
+def pid_alive(pid: object, proc_root: str = "/proc") -> bool:
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        with open(f"{proc_root}/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 :][:1] not in (b"Z", b"X", b"x")
+
+
+def owns_state(path: str, pid: int, proc_root: str = "/proc") -> bool:
+    """Whether this process should record the container's state: not when the file names
+    another process that still runs - the container's main process, while this one is a probe
+    run with ``exec`` (the chart's ``exec /entrypoint airflow jobs check``)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            recorded = json.load(handle).get("pid")
+    except (OSError, ValueError, AttributeError):
+        return True
+    return recorded == pid or not pid_alive(recorded, proc_root)
+
+
 def write_state(path: str, state: Mapping[str, object]) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
@@ -1100,48 +1582,68 @@ def run_migrate(env: Mapping[str, str]) -> None:
         raise EntrypointError(f"'airflow db migrate' failed with status {done.returncode}")
 
 
-def prepare(args: Sequence[str], env: MutableMapping[str, str]) -> Plan:
-    """Do everything before exec; mutates ``env`` (normally ``os.environ``)."""
-    uid = os.getuid()
+def migration_wanted(env: Mapping[str, str]) -> bool:
+    """``_AIRFLOW_DB_MIGRATE`` or its deprecated name ``_AIRFLOW_DB_UPGRADE`` (with a warning)."""
+    if env.get("_AIRFLOW_DB_UPGRADE", "").strip():
+        log("warning: _AIRFLOW_DB_UPGRADE is deprecated; set _AIRFLOW_DB_MIGRATE instead")
+    return flag_on(env, "_AIRFLOW_DB_MIGRATE") or flag_on(env, "_AIRFLOW_DB_UPGRADE")
+
+
+def prepare(
+    args: Sequence[str],
+    env: MutableMapping[str, str],
+    db_check: Callable[[Mapping[str, str]], tuple[bool, str]] = db_check_once,
+) -> Plan:
+    """Do everything before exec; mutates ``env`` (normally ``os.environ``).
+
+    The order follows the official entrypoint: identity checks, the database (wait, migrate,
+    admin user), then the broker for the roles that use it.
+    """
+    uid, gid = os.getuid(), os.getgid()
     refuse_root(uid, env)
+    if warning := group_warning(uid, gid):
+        log(warning)
     os.umask(0o002)  # group 0 shares what is written (arbitrary uid, same gid)
+    refuse_pip_requirements(env)
     expanded = expand_file_variables(env)
     env.update(expanded)  # what this script reads; hand_over() below decides what Airflow sees
-    plan = plan_command(args, env, airflow_major())
+    airflow_home = env.setdefault("AIRFLOW_HOME", DEFAULT_AIRFLOW_HOME)
+    env.update(config_file_env(env, airflow_home))
+    cfg = load_airflow_cfg(env, airflow_home)
+    plan = plan_command(args, env, airflow_major(), cfg)
     if plan.note:
         log(plan.note)
-    airflow_home = env.setdefault("AIRFLOW_HOME", DEFAULT_AIRFLOW_HOME)
     env.update(identity_env(env, uid, airflow_home))
     env.update(role_env(plan, env))
     strict = plan.role != "exec"
     try:
-        ensure_dir(os.path.join(airflow_home, "logs"))
-        cfg = load_airflow_cfg(env, airflow_home)
-        env.update(secret_env(env, cfg, airflow_home, plan.airflow_major))
+        ensure_logs_dir(airflow_home)
+        env.update(secret_env(env, cfg, airflow_home, plan.airflow_major, plan.role))
     except EntrypointError as exc:
         if strict:
             raise
         log(f"warning: {exc}")
-        cfg = configparser.ConfigParser(interpolation=None)
-    state_file = env.get("HARDFLOW_STATE_FILE", DEFAULT_STATE_FILE)
-    write_state(state_file, health_state(plan, env, os.getpid()))
-    if plan.wait_database or plan.wait_broker:
-        max_count = int_env(env, "CONNECTION_CHECK_MAX_COUNT", 20)
-        sleep_time = int_env(env, "CONNECTION_CHECK_SLEEP_TIME", 3)
-        if plan.wait_database:
-            wait_for(database_target(env, cfg), max_count, sleep_time)
-        if plan.wait_broker:
-            wait_for(broker_target(env, cfg), max_count, sleep_time)
-    if plan.wait_database:
+    for warning in missing_cmd_programs(env, shutil.which):
+        log(f"warning: {warning}")
+    state_file = state_file_path(env)
+    if owns_state(state_file, os.getpid()):
+        write_state(state_file, health_state(plan, env, os.getpid()))
+    migrate = migration_wanted(env)
+    create_user = plan.role == "standalone" or flag_on(env, "_AIRFLOW_WWW_USER_CREATE")
+    max_count = int_env(env, "CONNECTION_CHECK_MAX_COUNT", 20)
+    sleep_time = int_env(env, "CONNECTION_CHECK_SLEEP_TIME", 3)
+    child_env = airflow_environment(env, expanded, plan.airflow_major)
+    if plan.wait_database or migrate or create_user:
+        wait_for_database(env, cfg, max_count, sleep_time, lambda: db_check(child_env))
         # Airflow 2 standalone: FAB's 'users create' needs the tables standalone would create
-        if (
-            is_true(env.get("_AIRFLOW_DB_MIGRATE"))
-            or is_true(env.get("_AIRFLOW_DB_UPGRADE"))
-            or (plan.airflow_major == 2 and plan.role == "standalone")
-        ):
-            run_migrate(airflow_environment(env, expanded, plan.airflow_major))
-        child_env = airflow_environment(env, expanded, plan.airflow_major)
+        if migrate or (plan.airflow_major == 2 and plan.role == "standalone"):
+            run_migrate(child_env)
         env.update(provision_user(plan, env, cfg, airflow_home, child_env))
+    if plan.wait_broker:
+        if max_count == 0:
+            log("Celery broker: CONNECTION_CHECK_MAX_COUNT=0, not waiting")
+        else:
+            wait_for(broker_target(env, cfg), max_count, sleep_time)
     hand_over(env, expanded, plan.airflow_major)
     return plan
 

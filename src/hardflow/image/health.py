@@ -7,7 +7,11 @@ interpreter (python3.13 in Airflow 3 images, python3.11 in Airflow 2 images).
 Run as ``python3 -I -S health.py [ROLE]`` (the image's ``hardflow-health``) by HEALTHCHECK,
 compose and Kubernetes probes.  The entrypoint records the container's role, the PID of the
 Airflow process (the entrypoint execs it, so the PID is the entrypoint's) and the URLs to probe
-in a small JSON state file (``/tmp/hardflow-role``, or ``$HARDFLOW_STATE_FILE``).
+in a small JSON state file: ``/tmp/hardflow-role-<mount namespace id>``, or
+``$HARDFLOW_STATE_FILE``. The mount namespace is the container's own - an ``exec`` into the
+container (a probe, a HEALTHCHECK) joins it - so the containers of a pod sharing one ``/tmp``
+each read their own state. ``hardflow-health ROLE`` without a state file probes the role's
+default URLs, as before.
 
 Per role:
 
@@ -43,7 +47,7 @@ import ssl
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 DEFAULT_STATE_FILE = "/tmp/hardflow-role"
@@ -83,6 +87,31 @@ def redact_userinfo(text: str) -> str:
 
 class Unhealthy(Exception):
     """The component is not healthy; the message says why, on one line."""
+
+
+def mount_namespace() -> str:
+    """This container's mount namespace id, "" if unknown (same as the entrypoint's)."""
+    try:
+        link = os.readlink("/proc/self/ns/mnt")
+    except OSError:
+        return ""
+    match = re.fullmatch(r"mnt:\[(\d+)\]", link)
+    return match.group(1) if match else ""
+
+
+def state_file_path(
+    env: Mapping[str, str],
+    base: str | None = None,
+    namespace: Callable[[], str] | None = None,
+) -> str:
+    """The state file the entrypoint of this container wrote (see the entrypoint's
+    ``state_file_path``: both must name the same file)."""
+    explicit = env.get("HARDFLOW_STATE_FILE", "")
+    if explicit:
+        return explicit
+    base = DEFAULT_STATE_FILE if base is None else base
+    key = (namespace or mount_namespace)()
+    return f"{base}-{key}" if key else base
 
 
 def load_state(path: str) -> dict[str, Any]:
@@ -233,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError:
         timeout = 5.0
     try:
-        path = env.get("HARDFLOW_STATE_FILE", DEFAULT_STATE_FILE)
+        path = state_file_path(env)
         if args and not os.path.exists(path):
             state: dict[str, Any] = {}  # role given: probe the default URLs
         else:
