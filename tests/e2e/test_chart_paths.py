@@ -106,6 +106,15 @@ def test_sh_is_the_image_bash(groomer: str) -> None:
     assert in_container(groomer, "/bin/sh", "-c", 'echo "${BASH_VERSION:+bash}"') == "bash\n"
 
 
+def test_hostname_answers_as_the_worker_probe_asks(groomer: str) -> None:
+    # the chart's worker probe: `celery ... inspect ping -d celery@$(hostname)`
+    inspected = run_podman("inspect", "--format", "{{.Config.Hostname}}", groomer)
+    assert inspected.returncode == 0, inspected.stderr
+    assert in_container(groomer, "sh", "-c", "echo celery@$(hostname)") == (
+        f"celery@{inspected.stdout.strip()}\n"
+    )
+
+
 def test_entrypoint_runs_airflow_as_the_chart_probes_call_it(groomer: str) -> None:
     out = in_container(
         groomer, "sh", "-c",

@@ -82,10 +82,11 @@ class Values:
 
         walk(self.doc, "")
         return [
-            leaf for leaf in leaves
+            leaf
+            for leaf in leaves
             if not any(leaf == r or leaf.startswith(r + ".") for r in self.read)
             and not any(p.match(leaf) for p in IRRELEVANT)
-        ]  # fmt: skip
+        ]
 
 
 @dataclass(frozen=True)
@@ -257,8 +258,12 @@ def _container_security(key: str, values: Values) -> dict[str, Any]:
 
 def _pod_security(section: str, values: Values) -> dict[str, Any]:
     """define "airflowPodSecurityContext"."""
-    for key in (f"{section}.securityContexts.pod", f"{section}.securityContext",
-                "securityContexts.pod", "securityContext"):  # fmt: skip
+    for key in (
+        f"{section}.securityContexts.pod",
+        f"{section}.securityContext",
+        "securityContexts.pod",
+        "securityContext",
+    ):
         found = values.get(key, {})
         if found:
             return dict(found)
@@ -288,8 +293,14 @@ def _probes(raw: Mapping[str, Any], values: Values, slots: Mapping[str, str]) ->
             "failures": int(timing.get("failureThreshold", 3)),
         }
         if "http" in spec:
-            out.append(Probe(kind, http_path=spec["http"]["path"],
-                             http_port=int(spec["http"]["port"]), **common))  # fmt: skip
+            out.append(
+                Probe(
+                    kind,
+                    http_path=spec["http"]["path"],
+                    http_port=int(spec["http"]["port"]),
+                    **common,
+                )
+            )
             continue
         command = spec["exec"]
         if "command_key" in spec:
@@ -457,8 +468,13 @@ def identity(
 
 # Whatever the values say, the replay runs every container at least this hardened: the issue's
 # "restricted, read-only" floor. Gaps in the values are reported by restricted_gaps.
-FLOOR = ("--read-only", "--read-only-tmpfs=false", "--cap-drop=ALL",
-         "--security-opt", "no-new-privileges")  # fmt: skip
+FLOOR = (
+    "--read-only",
+    "--read-only-tmpfs=false",
+    "--cap-drop=ALL",
+    "--security-opt",
+    "no-new-privileges",
+)
 
 
 def security_flags(
@@ -514,8 +530,18 @@ def container_argv(
     detach: bool,
 ) -> list[str]:
     """``podman run`` arguments starting ``c`` as the kubelet would."""
-    argv = ["run", "--name", name, "--pod", pod, "--pull=never", *security,
-            *mount_flags(c, volumes), "--env-file", str(env_file)]  # fmt: skip
+    argv = [
+        "run",
+        "--name",
+        name,
+        "--pod",
+        pod,
+        "--pull=never",
+        *security,
+        *mount_flags(c, volumes),
+        "--env-file",
+        str(env_file),
+    ]
     argv += ["--detach"] if detach else []
     if c.command is not None:
         argv += ["--entrypoint", json.dumps(list(c.command))]
