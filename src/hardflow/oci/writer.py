@@ -97,7 +97,8 @@ def rfc3339(epoch: int) -> str:
 
 
 def split_reference(reference: str) -> tuple[str, str]:
-    """``"ghcr.io:443/org/airflow:3.0"`` → (``"ghcr.io:443/org/airflow"``, ``"3.0"``).
+    """``"registry.example:443/org/airflow:3.0"`` →
+    (``"registry.example:443/org/airflow"``, ``"3.0"``).
 
     A reference without a tag gets ``latest``; digests (``@sha256:…``) are rejected.
     """
