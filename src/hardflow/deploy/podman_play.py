@@ -34,6 +34,13 @@ def for_podman_play(docs: list[Doc]) -> list[Doc]:
     ``<project>-<workload>-<volume>``, which keeps pods apart; podman keeps those volumes
     after ``kube down`` (:func:`podman_play_volumes` lists them for removal).
 
+    Podman 4.3 also publishes every ``containerPort`` on the host (on all addresses, the same
+    port number), which Kubernetes never does: a played topology would take the host's port 8080
+    and fail next to anything already listening there (``hardflow run`` or a second topology).
+    Container ``ports`` are therefore dropped: the pods reach each other by pod name on the
+    network given to ``podman kube play --network``, and the UI is reached the same way or with
+    ``podman port`` after publishing it deliberately.
+
     Images are named by their tag, not their digest: podman looks a played image up in its
     local store, where a loaded archive is not recorded under the OCI manifest's digest the
     cluster manifests pin (see :mod:`hardflow.deploy.pinning`). Every other field
@@ -67,6 +74,7 @@ def for_podman_play(docs: list[Doc]) -> list[Doc]:
                     renamed[volume["name"]] = unique
                     volume["name"] = unique
             for container in (*pod.get("initContainers", []), *pod.get("containers", [])):
+                container.pop("ports", None)  # podman 4.3 would publish them on the host
                 if isinstance(container.get("image"), str):
                     container["image"] = unpinned(container["image"])
                 for mount in container.get("volumeMounts", []):
