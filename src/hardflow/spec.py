@@ -48,6 +48,15 @@ class PythonSpec:
     # override with a never-true marker): for a dependency that is declared but never imported
     # and ships no wheel (Airflow 2's python-nvd3).
     excludes: tuple[str, ...] = ()
+    # `[python] requirements-file` as written (its requirements are merged into `requirements`
+    # when the spec is parsed); "" when the spec has none.
+    requirements_file: str = ""
+    # Hashes a requirements file pins: canonical (PEP 503) name -> allowed "sha256:<hex>"
+    # digests; the lock fails when a locked wheel of that name has none of them.
+    hashes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # `[python] find-links`: absolute, resolved folders of local wheels (each inside the
+    # folder of the spec that names it); the lock hashes the wheels it takes from them.
+    find_links: tuple[str, ...] = ()
 
     @property
     def interpreter_path(self) -> str:
@@ -84,6 +93,10 @@ class ImageSpec:
     stop_signal: str = "SIGTERM"
     healthcheck: tuple[str, ...] = ()
     files: tuple[ExtraFile, ...] = ()
+    # `[image] dags` / `[image] plugins`: absolute, resolved folders (inside the spec's folder)
+    # baked into AIRFLOW_HOME/dags and AIRFLOW_HOME/plugins in the image's top layer; "" = none.
+    dags: str = ""
+    plugins: str = ""
     source: str = ""  # where the spec was loaded from (not part of the checksum)
     base_dir: str = ""  # directory relative sources are read from (not part of the checksum)
 
@@ -110,6 +123,9 @@ class ImageSpec:
         data.pop("source")
         data.pop("base_dir")
         _drop_unset_python_keys(data["python"])
+        for key in ("dags", "plugins"):  # added later: left out while unset
+            if not data[key]:
+                data.pop(key)
         data["files"] = [_file_fingerprint(self, f) for f in self.files]
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=_jsonable)
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
@@ -117,8 +133,9 @@ class ImageSpec:
 
 def _drop_unset_python_keys(python: dict[str, Any]) -> None:
     """Keys added after the first locks are left out while unset: older checksums stay valid."""
-    if not python.get("excludes"):
-        python.pop("excludes", None)
+    for key in ("excludes", "requirements_file", "hashes", "find_links"):
+        if not python.get(key):
+            python.pop(key, None)
 
 
 def _jsonable(value: object) -> object:

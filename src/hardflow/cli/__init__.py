@@ -14,7 +14,7 @@ import sys
 import click
 
 from hardflow import __version__
-from hardflow.cli import audit, bench, build, checkdags, deploy, run, sbom, sign
+from hardflow.cli import audit, bench, build, checkdags, deploy, lock, run, sbom, sign
 from hardflow.cli.console import err, print_error
 from hardflow.errors import HardflowError
 
@@ -34,7 +34,7 @@ def cli(ctx: click.Context, verbose: int) -> None:
 
 def _register_commands(group: click.Group) -> None:
     commands: tuple[click.Command, ...] = (
-        build.lock, build.build,
+        lock.lock, build.build,
         run.run, run.stop, run.logs, run.password, run.demo,
         sbom.sbom,
         sign.keygen, sign.sign, sign.verify, sign.push,

@@ -1,4 +1,4 @@
-"""`hardflow lock | build`: pin the inputs of an image, then build it from them."""
+"""`hardflow build`: build an image from its spec and lock."""
 
 from __future__ import annotations
 
@@ -11,58 +11,11 @@ from rich.markup import escape
 from hardflow.cli.console import out, print_json
 from hardflow.cli.options import default_out, json_option, lock_option, spec_option
 from hardflow.cli.progress import reporter
-from hardflow.lock.model import LockDiff
 from hardflow.spec import resolve_spec_arg
-
-
-def _print_diff(diff: LockDiff) -> None:
-    for name, version in diff.added:
-        out.print(f"  [green]+ {name} {version}[/]")
-    for name, version in diff.removed:
-        out.print(f"  [red]- {name} {version}[/]")
-    for name, old, new in diff.changed:
-        out.print(f"  [yellow]~ {name} {old} → {new}[/]")
 
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
-
-
-@click.command()
-@spec_option
-@lock_option
-@click.option("--update", is_flag=True, help="Re-resolve everything to the newest versions.")
-@json_option()
-def lock(spec_arg: str | None, lock_arg: Path | None, update: bool, as_json: bool) -> None:
-    """Pin the Debian closure and the Python set (with hashes) into the lock file."""
-    from hardflow.lock.resolve import make_lock
-
-    spec, lock_path = resolve_spec_arg(spec_arg)
-    lock_path = lock_arg or lock_path
-    with reporter(not as_json) as rep:
-        outcome = make_lock(spec, lock_path, update=update, progress=rep)
-    diff = outcome.diff
-    if as_json:
-        print_json({
-            "lock": str(outcome.path),
-            "up_to_date": outcome.up_to_date,
-            "debian_packages": len(outcome.lock.debs),
-            "python_packages": len(outcome.lock.wheels),
-            "added": [list(x) for x in diff.added],
-            "removed": [list(x) for x in diff.removed],
-            "upgraded": [list(x) for x in diff.changed],
-        })  # fmt: skip
-        return
-    if outcome.up_to_date:
-        out.print(f"{outcome.path}: up to date with {spec.source} (use --update to refresh)")
-        return
-    out.print(
-        f"wrote {outcome.path}: {len(outcome.lock.debs)} Debian packages, "
-        f"{len(outcome.lock.wheels)} Python packages (Debian mirror from {outcome.mirrors})"
-    )
-    if diff.empty:
-        out.print("  no version changed")
-    _print_diff(diff)
 
 
 @click.command()
