@@ -63,7 +63,9 @@ RULES: dict[str, Rule] = {
     "contract": _rule(why="the image contract is plain values", base=False),
     "fsutil": _rule("errors", why="a leaf helper", base=False),
     "progress": _rule("errors", why="a leaf protocol", base=False),
-    "spec": _rule(why="the spec is the pipeline's first value"),
+    "spec": _rule("spec_inputs", "spec_toml", why="the spec is the pipeline's first value"),
+    "spec_inputs": _rule(why="what a spec reads from its folder"),
+    "spec_toml": _rule(why="typed access to TOML tables for the spec"),
     "lock": _rule("spec", why="the lock value, mirrors and fetch know the spec, not the resolvers"),
     "lock.resolve": _rule("spec", "debian", "pypi", why="locking drives the resolvers"),
     "debian": _rule("lock.model", why="the Debian side produces entries of the lock value"),
@@ -86,8 +88,15 @@ RULES: dict[str, Rule] = {
     "bench.reference": _rule(*MEASURING, "lock.model", why="installs the same locked wheels"),
     "bench.trace": _rule(*MEASURING, "build.prune", why="the evidence behind the prune rules"),
     "demo": _rule("spec", "lock", "build", "run", why="the one flow that builds, then runs"),
+    "imagediff": _rule(
+        "supply", "audit.image_source", why="compares images read as the audit and SBOM read them"
+    ),
     "cli": _rule(
-        *PRODUCERS, *CONSUMERS, "demo", why="the command line parses arguments, calls any stage"
+        *PRODUCERS,
+        *CONSUMERS,
+        "demo",
+        "imagediff",
+        why="the command line parses arguments, calls any stage",
     ),
     "image": _rule(why="in-image scripts are stdlib-only: they cannot import hardflow", base=False),
     "examples": _rule(why="the example DAG goes into the image", base=False),

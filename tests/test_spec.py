@@ -28,9 +28,7 @@ def test_embedded_default_is_valid() -> None:
     assert "apache-airflow==3.3.2" in spec.python.requirements
     assert spec.uid == 50000 and spec.gid == 0
     assert spec.debian.suites == ("trixie", "trixie-updates", "trixie-security")
-    assert {"python3.13", "bash", "tini", "ca-certificates", "tzdata"} <= set(
-        spec.debian.packages
-    )
+    assert {"python3.13", "bash", "tini", "ca-certificates", "tzdata"} <= set(spec.debian.packages)
 
 
 def test_minimal_spec_defaults(tmp_path: Path) -> None:
@@ -49,7 +47,7 @@ def test_unknown_key_names_file_and_key(tmp_path: Path) -> None:
 
 
 def test_wrong_type_says_expected_and_found(tmp_path: Path) -> None:
-    p = write(tmp_path, MINIMAL + "[image]\nuid = \"50000\"\n")
+    p = write(tmp_path, MINIMAL + '[image]\nuid = "50000"\n')
     with pytest.raises(SpecError, match=r"image\.uid'.*expected an integer.*found string"):
         load_spec(p)
 

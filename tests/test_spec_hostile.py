@@ -66,9 +66,7 @@ def spec_with_source(spec_dir: Path, source: str, entries_before: int = 0) -> Pa
         ".",
     ],
 )
-def test_sources_outside_their_root_are_refused(
-    spec_dir: Path, victim: Path, source: str
-) -> None:
+def test_sources_outside_their_root_are_refused(spec_dir: Path, victim: Path, source: str) -> None:
     path = spec_with_source(spec_dir, source, entries_before=2)
     with pytest.raises(SpecError) as exc:
         load_spec(path)
@@ -159,9 +157,7 @@ def test_fields_are_strict(tmp_path: Path, extra: str, key: str, expected: str) 
         ('tag = "1.0"', 'tag = "1.0"\nfiles = {dest = "/x"}', "'files': expected an array of"),
     ],
 )  # fmt: skip
-def test_debian_and_python_fields_are_strict(
-    tmp_path: Path, old: str, new: str, key: str
-) -> None:
+def test_debian_and_python_fields_are_strict(tmp_path: Path, old: str, new: str, key: str) -> None:
     path = tmp_path / "img.toml"
     path.write_text(BASE.replace(old, new))
     with pytest.raises(SpecError, match=key.replace("[", r"\[").replace("]", r"\]")):
@@ -173,10 +169,13 @@ def test_debian_and_python_fields_are_strict(
 
 KEYS = ["name", "tag", "debian", "python", "image", "files", "suites", "packages", "version",
         "components", "architecture", "excludes", "mirror", "requirements", "dest", "source",
-        "content", "mode", "env", "labels", "ports", "uid", "entrypoint", "home", "x"]  # fmt: skip
+        "content", "mode", "env", "labels", "ports", "uid", "entrypoint", "home", "x",
+        "extends", "requirements-file", "find-links", "dags", "plugins"]  # fmt: skip
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12) | st.sampled_from(
     ["trixie", "bash", "3.13", "/opt/x", "acme/a", "1.0", "0755", "hardflow:image/health.py",
-     "../../etc/passwd", "/etc/passwd", "hardflow:../../x", "a\x00b", "http://m/debian"]
+     "../../etc/passwd", "/etc/passwd", "hardflow:../../x", "a\x00b", "http://m/debian",
+     "default", "core", "..", ".", "dags", "escape", "req.txt", "../outside.toml", "self.toml",
+     "escape/secret.txt"]
 )  # fmt: skip
 SCALARS = (
     TEXT | st.integers(-(2**40), 2**40) | st.booleans()
@@ -213,7 +212,17 @@ def near_valid() -> st.SearchStrategy[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return str(tmp_path_factory.mktemp("specfuzz"))
+    """A project folder with a DAG folder, a requirements file, a spec extending itself and a
+    symlink out; outside it, a base spec and a secret."""
+    root = tmp_path_factory.mktemp("specfuzz")
+    (root / "outside.toml").write_text(BASE)
+    (root / "secret.txt").write_text("top secret\n")
+    project = root / "project"
+    (project / "dags").mkdir(parents=True)
+    (project / "req.txt").write_text("tabulate\n-r ../secret.txt\n")
+    (project / "self.toml").write_text('extends = "self.toml"\n')
+    (project / "escape").symlink_to(root, target_is_directory=True)
+    return str(project)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -228,4 +237,6 @@ def test_any_document_gives_a_spec_or_a_spec_error(base_dir: str, doc: dict[str,
     assert isinstance(spec, ImageSpec)
     for f in spec.files:  # a parsed source never points outside its root
         if f.source and not f.source.startswith("hardflow:"):
-            assert os.path.realpath(Path(base_dir, f.source)).startswith(base_dir)
+            assert os.path.realpath(Path(f.base_dir or base_dir, f.source)).startswith(base_dir)
+    for folder in (*spec.python.find_links, spec.dags, spec.plugins):
+        assert not folder or Path(folder).is_relative_to(base_dir)

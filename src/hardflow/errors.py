@@ -50,6 +50,10 @@ class BuildError(HardflowError):
     """Assembling, compiling or writing the image failed."""
 
 
+class LinkError(BuildError):
+    """A shared object in the image needs a library (DT_NEEDED) the image does not have."""
+
+
 class EngineError(HardflowError):
     """Podman or docker is missing or failed."""
 

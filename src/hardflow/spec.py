@@ -1,23 +1,37 @@
 """The image spec: frozen dataclasses, strict TOML loading, the embedded default specs.
 
-Validation is hand-written on purpose: the messages must name the file, the dotted key, what
-was expected and what was found, and unknown keys must be rejected (as apko does). A schema
-library would give generic messages for the same amount of code.
+Validation is hand-written on purpose (``spec_toml.Reader``): the messages must name the file,
+the dotted key, what was expected and what was found, and unknown keys must be rejected (as
+apko does). A spec may extend another (``extends``): it is flattened onto its base when it is
+read, so every later stage sees one complete :class:`ImageSpec`. What a spec reads from its
+folder (requirements files, find-links, the DAG and plugin trees) is in ``spec_inputs``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import tomllib
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from hardflow.errors import SpecError
+from hardflow.spec_inputs import BakedFile as BakedFile
+from hardflow.spec_inputs import (
+    RequirementsFile,
+    confined,
+    read_capped,
+    read_requirements_file,
+    requirement_problem,
+    tree_fingerprint,
+)
+from hardflow.spec_inputs import baked_files as baked_files
+from hardflow.spec_toml import Reader, describe
 
 SPECS_PACKAGE = "hardflow.specs"
 DEFAULT_SPEC_NAME = "default"
@@ -72,6 +86,9 @@ class ExtraFile:
     # A symbolic link's target instead of a file (the chart's /entrypoint, sh -> bash); the
     # target is resolved inside the image, never on the build host.
     link: str = ""
+    # The folder a relative ``source`` is read from: the folder of the spec that wrote the entry
+    # (a base's entries keep their base's folder); "" = the spec's ``base_dir``. Not checksummed.
+    base_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -107,35 +124,43 @@ class ImageSpec:
     def lock_checksum(self) -> str:
         """sha256 over the fields a lock is resolved from (Debian and Python inputs).
 
-        Changing image metadata or extra files does not invalidate a lock; changing a package,
-        suite, exclude, requirement or the target Python does.
+        Changing image metadata, extra files or the baked DAGs and plugins does not invalidate
+        a lock; changing a package, suite, exclude, requirement (also in a base or a
+        requirements file), hash, find-links folder or the target Python does.
         """
-        data = {"debian": asdict(self.debian), "python": asdict(self.python)}
+        data = {"debian": asdict(self.debian), "python": self._python_data()}
         for key in ("mirror", "security_mirror", "keyring"):  # where from, not what
             data["debian"].pop(key)
-        _drop_unset_python_keys(data["python"])
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
     def checksum(self) -> str:
-        """sha256 over the canonical JSON of every field that shapes the image."""
-        data = asdict(self)
+        """sha256 over the canonical JSON of every field that shapes the image: files by their
+        bytes, the DAG and plugin folders by what is baked of them (path, mode, sha256)."""
+        data = asdict(replace(self, python=replace(self.python, hashes={})))
         data.pop("source")
         data.pop("base_dir")
-        _drop_unset_python_keys(data["python"])
+        data["python"] = self._python_data()
         for key in ("dags", "plugins"):  # added later: left out while unset
-            if not data[key]:
-                data.pop(key)
+            folder = data.pop(key)
+            if folder:  # what is baked, not where it is on this host
+                data[key] = tree_fingerprint(folder)
         data["files"] = [_file_fingerprint(self, f) for f in self.files]
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=_jsonable)
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
-
-def _drop_unset_python_keys(python: dict[str, Any]) -> None:
-    """Keys added after the first locks are left out while unset: older checksums stay valid."""
-    for key in ("excludes", "requirements_file", "hashes", "find_links"):
-        if not python.get(key):
-            python.pop(key, None)
+    def _python_data(self) -> dict[str, Any]:
+        """The Python inputs; keys added after the first locks are left out while unset (older
+        checksums stay valid), find-links folders relative to the spec's (portable)."""
+        python = self.python
+        data = asdict(replace(python, hashes={}))
+        data["hashes"] = {name: list(v) for name, v in sorted(python.hashes.items())}
+        here = self.base_dir or os.curdir
+        data["find_links"] = [Path(os.path.relpath(p, here)).as_posix() for p in python.find_links]
+        for key in ("excludes", "requirements_file", "hashes", "find_links"):
+            if not data[key]:
+                data.pop(key)
+        return data
 
 
 def _jsonable(value: object) -> object:
@@ -200,18 +225,10 @@ def source_path(origin: str, base_dir: str, index: int, source: str) -> Path:
             hint=f"copy the file into {root_text}, or use 'content' for small files",
         )
 
-    if not name or "\0" in name:
+    if not name:
         raise refuse(f"{source!r}")
-    if Path(name).is_absolute():
-        raise refuse(f"the absolute path {source!r}")
-    try:
-        root = _package_root() if packaged else Path(base_dir or ".").resolve()
-        target = (root / name).resolve()
-    except (OSError, ValueError, RuntimeError) as exc:  # a symlink loop, an unencodable name
-        raise refuse(f"{source!r}, which cannot be resolved ({exc})") from None
-    if target == root or not target.is_relative_to(root):
-        raise refuse(f"{source!r}, which resolves to {target}, outside {root}")
-    return target
+    root = _package_root() if packaged else Path(base_dir or ".").resolve()
+    return confined(root, name, refuse, shown=source)
 
 
 def read_extra_file(spec: ImageSpec, f: ExtraFile) -> bytes:
@@ -226,7 +243,7 @@ def read_extra_file(spec: ImageSpec, f: ExtraFile) -> bytes:
     index = spec.files.index(f) if f in spec.files else 0
     # checked again here, not only when parsing: the tree may have changed since (a new
     # symlink), and an ImageSpec can be made without the parser
-    path = source_path(spec.source, spec.base_dir, index, f.source)
+    path = source_path(spec.source, f.base_dir or spec.base_dir, index, f.source)
     try:
         return path.read_bytes()
     except OSError as exc:
@@ -241,144 +258,7 @@ def read_extra_file(spec: ImageSpec, f: ExtraFile) -> bytes:
 # Loading and validation
 
 
-class _Reader:
-    """Typed access to one TOML table that remembers which keys were consumed."""
-
-    def __init__(self, origin: str, table: Mapping[str, Any], prefix: str = "") -> None:
-        self.origin = origin
-        self.table = table
-        self.prefix = prefix
-        self.seen: set[str] = set()
-
-    def _key(self, key: str) -> str:
-        return f"{self.prefix}{key}"
-
-    def _fail(self, key: str, expected: str, found: object) -> SpecError:
-        return SpecError(
-            f"{self.origin}: key '{self._key(key)}': expected {expected}, "
-            f"found {_describe(found)}"
-        )
-
-    def _get(self, key: str, required: bool) -> Any:
-        self.seen.add(key)
-        if key not in self.table:
-            if required:
-                raise SpecError(f"{self.origin}: missing required key '{self._key(key)}'")
-            return None
-        return self.table[key]
-
-    def string(self, key: str, default: str | None = None, pattern: str | None = None) -> str:
-        value = self._get(key, default is None)
-        if value is None:
-            assert default is not None
-            return default
-        if not isinstance(value, str):
-            raise self._fail(key, "a string", value)
-        if "\0" in value:
-            raise self._fail(key, "a string without NUL characters", value)
-        if pattern and not re.fullmatch(pattern, value):
-            raise self._fail(key, f"a string matching {pattern}", value)
-        return value
-
-    def integer(self, key: str, default: int, low: int = 0, high: int = 2**32 - 1) -> int:
-        value = self._get(key, False)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self._fail(key, "an integer", value)
-        if not low <= value <= high:
-            raise self._fail(key, f"an integer from {low} to {high}", value)
-        return value
-
-    def strings(
-        self,
-        key: str,
-        default: tuple[str, ...] = (),
-        required: bool = False,
-        pattern: str | None = None,
-        what: str | None = None,
-    ) -> tuple[str, ...]:
-        value = self._get(key, required)
-        if value is None:
-            return default
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self._fail(key, "an array of strings", value)
-        for i, item in enumerate(value):
-            if "\0" in item or (pattern and not re.fullmatch(pattern, item)):
-                raise SpecError(
-                    f"{self.origin}: key '{self._key(key)}[{i}]': expected "
-                    f"{what or 'a string without NUL characters'}, found {_describe(item)}"
-                )
-        return tuple(value)
-
-    def integers(self, key: str) -> tuple[int, ...]:
-        value = self._get(key, False)
-        if value is None:
-            return ()
-        if not isinstance(value, list) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and 0 < v < 65536 for v in value
-        ):
-            raise self._fail(key, "an array of port numbers (1-65535)", value)
-        return tuple(value)
-
-    def mapping(self, key: str, key_pattern: str = r"[^\0]+") -> dict[str, str]:
-        value = self._get(key, False)
-        if value is None:
-            return {}
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            raise self._fail(key, "a table of strings", value)
-        for name, text in value.items():
-            if not re.fullmatch(key_pattern, name):
-                raise SpecError(
-                    f"{self.origin}: key '{self._key(key)}': expected names matching "
-                    f"{key_pattern}, found {_describe(name)}"
-                )
-            if "\0" in text:
-                raise self._fail(f"{key}.{name}", "a string without NUL characters", text)
-        return dict(value)
-
-    def table_(self, key: str, required: bool = True) -> _Reader:
-        value = self._get(key, required)
-        if value is None:
-            value = {}
-        if not isinstance(value, dict):
-            raise self._fail(key, "a table", value)
-        return _Reader(self.origin, value, f"{self._key(key)}.")
-
-    def tables(self, key: str) -> list[_Reader]:
-        value = self._get(key, False)
-        if value is None:
-            return []
-        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-            raise self._fail(key, "an array of tables ([[files]])", value)
-        return [_Reader(self.origin, v, f"{self._key(key)}[{i}].") for i, v in enumerate(value)]
-
-    def done(self) -> None:
-        unknown = sorted(set(self.table) - self.seen)
-        if unknown:
-            allowed = ", ".join(sorted(self.seen))
-            raise SpecError(
-                f"{self.origin}: unknown key '{self._key(unknown[0])}'",
-                hint=f"allowed keys here: {allowed}",
-            )
-
-
-def _describe(value: object) -> str:
-    kind = {
-        str: "string",
-        int: "integer",
-        float: "float",
-        bool: "boolean",
-        list: "array",
-        dict: "table",
-    }.get(type(value), type(value).__name__)
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{kind} {text}"
-
-
-TOP_LEVEL_KEYS = frozenset({"name", "tag", "debian", "python", "image", "files"})
+TOP_LEVEL_KEYS = frozenset({"extends", "name", "tag", "debian", "python", "image", "files"})
 _NAME = r"[a-z0-9]+(?:[._\-/][a-z0-9]+)*"
 _TAG = r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}"
 _PKG = r"[a-z0-9][a-z0-9+.\-]+"
@@ -389,31 +269,52 @@ _URL = r"(?:https?|file)://[^\s\0]+"
 _ABS_PATH = r"/[^\0]*"
 _ENV_NAME = r"[A-Za-z_][A-Za-z0-9_.\-]*"
 _MODE = r"0?[0-7]{3}"  # no setuid/setgid/sticky bits: the image has none (CIS 4.8)
+EXTENDS_MAX_DEPTH = 8  # bases above a spec
+SPEC_MAX_BYTES = 16 << 20
+# What a spec without ``extends`` starts from: the dataclasses' defaults.
+_NO_BASE = ImageSpec(name="", tag="", debian=DebianSpec(suites=()), python=PythonSpec(version=""))
 
 
 def parse_spec(data: Mapping[str, Any], origin: str, base_dir: str = "") -> ImageSpec:
-    top = _Reader(origin, data)
+    """The spec in ``data`` (read from ``origin``; relative paths are below ``base_dir``),
+    flattened onto its ``extends`` chain."""
+    return _parse(data, origin, base_dir, (origin,))
+
+
+def _parse(
+    data: Mapping[str, Any], origin: str, base_dir: str, chain: tuple[str, ...]
+) -> ImageSpec:
+    """``chain``: the specs that extend this one, this one last (cycle and depth checks)."""
+    top = Reader(origin, data)
     unknown = sorted(set(data) - TOP_LEVEL_KEYS)
     if unknown:  # say so before complaining about anything missing
         raise SpecError(
             f"{origin}: unknown key '{unknown[0]}'",
             hint=f"allowed top-level keys: {', '.join(sorted(TOP_LEVEL_KEYS))}",
         )
-    name = top.string("name", pattern=_NAME)
-    tag = top.string("tag", pattern=_TAG)
+    extends = top.string("extends", "", pattern=r"[^\0\n]+") if "extends" in data else ""
+    base = _base_spec(extends, origin, base_dir, chain) if extends else None
+    # A key the spec gives overrides its base's; list keys named below add to the base's and
+    # tables merge key by key. Without a base, the dataclasses' defaults are the base.
+    b = base or _NO_BASE
+    name = top.string("name", base.name if base else None, pattern=_NAME)
+    tag = top.string("tag", base.tag if base else None, pattern=_TAG)
 
-    deb = top.table_("debian")
+    deb = top.table_("debian", required=base is None)
+    d = b.debian
     debian = DebianSpec(
-        suites=deb.strings("suites", required=True, pattern=_SUITE, what="a suite name"),
-        components=deb.strings(
-            "components", ("main",), pattern=_COMPONENT, what="a component name"
+        suites=deb.strings(
+            "suites", d.suites, required=base is None, pattern=_SUITE, what="a suite name"
         ),
-        architecture=deb.string("architecture", "amd64", pattern=r"[a-z0-9]+"),
-        packages=deb.strings("packages", required=True),
-        excludes=deb.strings("excludes"),
-        mirror=deb.string("mirror", "", pattern=f"|{_URL}"),
-        security_mirror=deb.string("security_mirror", "", pattern=f"|{_URL}"),
-        keyring=deb.string("keyring", DebianSpec.keyring, pattern=r"[^\0]+"),
+        components=deb.strings(
+            "components", d.components, pattern=_COMPONENT, what="a component name"
+        ),
+        architecture=deb.string("architecture", d.architecture, pattern=r"[a-z0-9]+"),
+        packages=_add(d.packages, deb.strings("packages", required=base is None)),
+        excludes=_add(d.excludes, deb.strings("excludes")),
+        mirror=deb.string("mirror", d.mirror, pattern=f"|{_URL}"),
+        security_mirror=deb.string("security_mirror", d.security_mirror, pattern=f"|{_URL}"),
+        keyring=deb.string("keyring", d.keyring, pattern=r"[^\0]+"),
     )
     deb.done()
     if not debian.suites:
@@ -424,46 +325,31 @@ def parse_spec(data: Mapping[str, Any], origin: str, base_dir: str = "") -> Imag
                 f"{origin}: key 'debian.packages': expected Debian package names, found {pkg!r}"
             )
 
-    py = top.table_("python")
-    python = PythonSpec(
-        version=py.string("version", pattern=r"3\.\d{1,2}"),
-        requirements=py.strings(
-            "requirements", pattern=r"\S.*", what="a requirement (PEP 508)"
-        ),
-        glibc=py.string("glibc", "2.41", pattern=r"2\.\d{1,3}"),
-        interpreter=py.string("interpreter", "", pattern=f"|{_ABS_PATH}"),
-        excludes=py.strings("excludes"),
-    )
-    py.done()
-    for dist in python.excludes:
-        if not re.fullmatch(_PYPI_NAME, dist):
-            raise SpecError(
-                f"{origin}: key 'python.excludes': expected distribution names, found {dist!r}"
-            )
+    python = _python(top.table_("python", required=base is None), origin, base_dir, base)
 
     img = top.table_("image", required=False)
-    files: list[ExtraFile] = []
-    for index, f in enumerate(top.tables("files")):
-        files.append(_extra_file(origin, base_dir, index, f, files))
-
+    own_files = [_extra_file(origin, base_dir, i, f) for i, f in enumerate(top.tables("files"))]
+    dags, plugins = img.string("dags", ""), img.string("plugins", "")
     spec = ImageSpec(
         name=name,
         tag=tag,
         debian=debian,
         python=python,
-        user=img.string("user", "airflow", pattern=r"[a-z_][a-z0-9_\-]{0,31}"),
-        uid=img.integer("uid", 50000, 1, 2**31 - 1),
-        gid=img.integer("gid", 0, 0, 2**31 - 1),
-        home=img.string("home", "/opt/airflow", pattern=_ABS_PATH),
-        workdir=img.string("workdir", "/opt/airflow", pattern=_ABS_PATH),
-        env=img.mapping("env", _ENV_NAME),
-        entrypoint=img.strings("entrypoint"),
-        cmd=img.strings("cmd"),
-        labels=img.mapping("labels"),
-        ports=img.integers("ports"),
-        stop_signal=img.string("stop_signal", "SIGTERM", pattern=r"SIG[A-Z0-9]+"),
-        healthcheck=img.strings("healthcheck"),
-        files=tuple(files),
+        user=img.string("user", b.user, pattern=r"[a-z_][a-z0-9_\-]{0,31}"),
+        uid=img.integer("uid", b.uid, 1, 2**31 - 1),
+        gid=img.integer("gid", b.gid, 0, 2**31 - 1),
+        home=img.string("home", b.home, pattern=_ABS_PATH),
+        workdir=img.string("workdir", b.workdir, pattern=_ABS_PATH),
+        env={**b.env, **img.mapping("env", _ENV_NAME)},
+        entrypoint=img.strings("entrypoint", b.entrypoint),
+        cmd=img.strings("cmd", b.cmd),
+        labels={**b.labels, **img.mapping("labels")},
+        ports=img.integers("ports", b.ports),
+        stop_signal=img.string("stop_signal", b.stop_signal, pattern=r"SIG[A-Z0-9]+"),
+        healthcheck=img.strings("healthcheck", b.healthcheck),
+        files=_merge_files(origin, b.files, b.source, own_files),
+        dags=_folder(origin, base_dir, "image.dags", dags) if dags else b.dags,
+        plugins=_folder(origin, base_dir, "image.plugins", plugins) if plugins else b.plugins,
         source=origin,
         base_dir=base_dir,
     )
@@ -475,24 +361,107 @@ def parse_spec(data: Mapping[str, Any], origin: str, base_dir: str = "") -> Imag
     return spec
 
 
-def _extra_file(
-    origin: str, base_dir: str, index: int, f: _Reader, earlier: list[ExtraFile]
-) -> ExtraFile:
+def _python(py: Reader, origin: str, base_dir: str, base: ImageSpec | None) -> PythonSpec:
+    """``[python]``: requirements (and those of ``requirements-file``), excludes and
+    find-links add to the base's; the other keys override it."""
+    p = (base or _NO_BASE).python
+    own = py.strings("requirements", pattern=r"\S.*", what="a requirement (PEP 508)")
+    for i, text in enumerate(own):
+        problem = requirement_problem(text)
+        if problem:
+            raise SpecError(
+                f"{origin}: key 'python.requirements[{i}]': expected a requirement (PEP 508), "
+                f"found {text!r} ({problem})"
+            )
+    written = py.string("requirements-file", "", pattern=r"|[^\0\n]+")
+    from_file = _requirements_file(origin, base_dir, written) if written else None
+    links = py.strings("find-links")
+    python = PythonSpec(
+        version=py.string("version", p.version if base else None, pattern=r"3\.\d{1,2}"),
+        requirements=_add(_add(p.requirements, own), from_file.requirements if from_file else ()),
+        glibc=py.string("glibc", p.glibc, pattern=r"2\.\d{1,3}"),
+        interpreter=py.string("interpreter", p.interpreter, pattern=f"|{_ABS_PATH}"),
+        excludes=_add(p.excludes, py.strings("excludes")),
+        requirements_file=written or p.requirements_file,
+        hashes={**p.hashes, **(from_file.hashes if from_file else {})},
+        find_links=_add(
+            p.find_links,
+            tuple(
+                _folder(origin, base_dir, f"python.find-links[{i}]", link, allow_root=True)
+                for i, link in enumerate(links)
+            ),
+        ),
+    )
+    py.done()
+    for dist in python.excludes:
+        if not re.fullmatch(_PYPI_NAME, dist):
+            raise SpecError(
+                f"{origin}: key 'python.excludes': expected distribution names, found {dist!r}"
+            )
+    return python
+
+
+def _add(base: tuple[str, ...], more: tuple[str, ...]) -> tuple[str, ...]:
+    """``base`` and then ``more``, each value once (``base`` alone is left as written)."""
+    return tuple(dict.fromkeys((*base, *more))) if base and more else base or more
+
+
+def _folder(origin: str, base_dir: str, key: str, name: str, allow_root: bool = False) -> str:
+    """A folder the spec names (find-links, dags, plugins): absolute, resolved, existing and
+    inside the spec's folder."""
+    root = Path(base_dir or ".").resolve()
+
+    expected = (
+        "the spec's folder or a folder inside it"
+        if allow_root
+        else "a folder inside the spec's folder"
+    )
+
+    def refuse(found: str) -> SpecError:
+        return SpecError(
+            f"{origin}: key '{key}': expected {expected} ({root}), found {found}",
+            hint="move the folder next to the spec (a symbolic link out of it is refused)",
+        )
+
+    target = confined(root, name, refuse, allow_root=allow_root)
+    if not target.is_dir():
+        raise SpecError(
+            f"{origin}: key '{key}': expected {expected} ({root}), found {name!r}, which is "
+            "not an existing folder"
+        )
+    return str(target)
+
+
+def _requirements_file(origin: str, base_dir: str, name: str) -> RequirementsFile:
+    root = Path(base_dir or ".").resolve()
+
+    def refuse(found: str) -> SpecError:
+        return SpecError(
+            f"{origin}: key 'python.requirements-file': expected a requirements file inside "
+            f"the spec's folder {root}, found {found}"
+        )
+
+    return read_requirements_file(root, name, refuse)
+
+
+def _extra_file(origin: str, base_dir: str, index: int, f: Reader) -> ExtraFile:
     """One ``[[files]]`` entry, checked: where it goes, where it comes from, its mode."""
     dest = f.string("dest", pattern=_ABS_PATH)
     link = f.string("link", "")
     if link and "mode" in f.table:
         raise SpecError(
             f"{_files_key(origin, index, 'mode')}: expected no mode on a 'link' entry (a "
-            f"symbolic link has none of its own), found {_describe(f.table['mode'])}"
+            f"symbolic link has none of its own), found {describe(f.table['mode'])}"
         )
     mode_text = f.string("mode", "0644", pattern=_MODE)
+    source = f.string("source", "")
     extra = ExtraFile(
         dest=dest,
-        source=f.string("source", ""),
+        source=source,
         content=f.string("content", ""),
         mode=int(mode_text, 8),
         link=link,
+        base_dir=base_dir if source and not source.startswith(PACKAGE_PREFIX) else "",
     )
     f.done()
     given = [key for key in ("source", "content", "link") if getattr(extra, key)]
@@ -507,27 +476,63 @@ def _extra_file(
             f"{_files_key(origin, index, 'dest')}: expected an absolute file path without "
             f"'..', found {dest!r}"
         )
-    for i, other in enumerate(earlier):
-        if Path(image_dest(other.dest)) == Path(image_dest(dest)):
-            raise SpecError(
-                f"{_files_key(origin, index, 'dest')}: expected a path no other entry writes, "
-                f"found {dest!r}, already written by files[{i}]"
-            )
-        mine, theirs = Path(image_dest(dest)), Path(image_dest(other.dest))
-        if (other.link and mine.is_relative_to(theirs)) or (
-            link and theirs.is_relative_to(mine)
-        ):
-            raise SpecError(
-                f"{_files_key(origin, index, 'dest')}: expected a path that is neither a "
-                f"symbolic link ('link') nor below one, found {dest!r} and files[{i}] "
-                f"({other.dest!r}), one inside the other",
-                hint="nothing can be written through a symbolic link: write to its target",
-            )
     if link:
         _check_link(origin, index, dest, link)
     if extra.source:
         source_path(origin, base_dir, index, extra.source)
     return extra
+
+
+def _merge_files(
+    origin: str, inherited: tuple[ExtraFile, ...], base: str, own: list[ExtraFile]
+) -> tuple[ExtraFile, ...]:
+    """The base's entries, then the spec's own: an own entry with the image destination of an
+    inherited one replaces it in place; two own entries for one path are an error. Nothing may
+    be written through (below) a ``link`` entry."""
+    merged = list(inherited)
+    owner: list[int | None] = [None] * len(merged)  # index among the spec's own entries
+    slots = {Path(image_dest(f.dest)): k for k, f in enumerate(merged)}
+    for index, extra in enumerate(own):
+        where = Path(image_dest(extra.dest))
+        slot = slots.get(where)
+        if slot is None:
+            slots[where] = len(merged)
+            merged.append(extra)
+            owner.append(index)
+            continue
+        earlier = owner[slot]
+        if earlier is not None:
+            raise SpecError(
+                f"{_files_key(origin, index, 'dest')}: expected a path no other entry writes, "
+                f"found {extra.dest!r}, already written by files[{earlier}]"
+            )
+        merged[slot], owner[slot] = extra, index
+    links = {Path(image_dest(f.dest)): k for k, f in enumerate(merged) if f.link}
+    for k, extra in enumerate(merged):
+        for parent in Path(image_dest(extra.dest)).parents:
+            if parent not in links:
+                continue
+            first, second = sorted((links[parent], k), key=lambda n: _rank(owner[n]))
+            other, mine, theirs, culprit = (
+                merged[first],
+                merged[second],
+                owner[first],
+                owner[second],
+            )
+            if culprit is None:
+                continue  # both inherited: the base was checked on its own
+            named = f"files[{theirs}]" if theirs is not None else f"the entry of {base}"
+            raise SpecError(
+                f"{_files_key(origin, culprit, 'dest')}: expected a path that is "
+                f"neither a symbolic link ('link') nor below one, found {mine.dest!r} and "
+                f"{named} ({other.dest!r}), one inside the other",
+                hint="nothing can be written through a symbolic link: write to its target",
+            )
+    return tuple(merged)
+
+
+def _rank(own_index: int | None) -> int:
+    return -1 if own_index is None else own_index
 
 
 _LINK_MAX = 1024  # far above any real target; Linux allows 4095
@@ -542,8 +547,8 @@ def _check_link(origin: str, index: int, dest: str, link: str) -> None:
             f"{_files_key(origin, index, 'link')}: expected a normalised path (absolute, or "
             f"relative to the folder of {dest}) without '..', control characters or a "
             f"trailing '/', at most {_LINK_MAX} characters, found {found}",
-            hint="write the target as the image sees it, e.g. link = \"bash\" or "
-            "link = \"/usr/local/lib/hardflow/entrypoint.py\"",
+            hint='write the target as the image sees it, e.g. link = "bash" or '
+            'link = "/usr/local/lib/hardflow/entrypoint.py"',
         )
 
     if len(link) > _LINK_MAX:
@@ -560,19 +565,69 @@ def _check_link(origin: str, index: int, dest: str, link: str) -> None:
 
 
 def load_spec(path: Path) -> ImageSpec:
+    text = _read_spec(path, lambda why: SpecError(f"cannot read spec {path}: {why}"))
+    return _parse_text(text, str(path), str(path.parent), (os.path.realpath(path),))
+
+
+def _read_spec(path: Path, fail: Callable[[str], SpecError]) -> str:
+    def failed(found: str) -> SpecError:
+        return fail(found.removeprefix("a file that cannot be read (").removesuffix(")"))
+
+    real = Path(os.path.realpath(path))  # a spec may be a symbolic link; it is read without
+    data = read_capped(real, SPEC_MAX_BYTES, failed, f"a file larger than {SPEC_MAX_BYTES} bytes")
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(f"cannot read spec {path}: {exc.strerror}") from None
-    return _parse_text(text, str(path), str(path.parent))
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise fail(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
-def _parse_text(text: str, origin: str, base_dir: str) -> ImageSpec:
+def _parse_text(text: str, origin: str, base_dir: str, chain: tuple[str, ...]) -> ImageSpec:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{origin}: not valid TOML: {exc}") from None
-    return parse_spec(data, origin, base_dir)
+    return _parse(data, origin, base_dir, chain)
+
+
+def _base_spec(value: str, origin: str, base_dir: str, chain: tuple[str, ...]) -> ImageSpec:
+    """The flattened spec ``extends = value`` names: an embedded spec, or a ``.toml`` file
+    relative to the extending spec's folder."""
+    key = f"{origin}: key 'extends'"
+    if value.endswith(".toml"):
+        if origin.startswith("<embedded:"):
+            raise SpecError(f"{key}: expected the name of an embedded spec, found {value!r}")
+        if Path(value).is_absolute():
+            raise SpecError(
+                f"{key}: expected a path relative to the spec's folder, found {value!r}"
+            )
+        path = Path(os.path.realpath(Path(base_dir or ".") / value))
+        ident, base_origin, folder = str(path), str(path), str(path.parent)
+    elif value in embedded_spec_names():
+        ident = base_origin = f"<embedded:{value}>"
+        path, folder = Path(), ""
+    else:
+        raise SpecError(
+            f"{key}: expected the name of an embedded spec "
+            f"({', '.join(embedded_spec_names())}) or a path to a .toml file relative to the "
+            f"spec's folder, found {value!r}"
+        )
+    if ident in chain:
+        cycle = " -> ".join((*chain[chain.index(ident) :], ident))
+        raise SpecError(
+            f"{key}: expected a base that does not extend this spec again, found the cycle {cycle}"
+        )
+    if len(chain) > EXTENDS_MAX_DEPTH:
+        raise SpecError(
+            f"{key}: expected at most {EXTENDS_MAX_DEPTH} levels of 'extends', found the chain "
+            f"{' -> '.join((*chain, ident))}"
+        )
+    if folder:
+        text = _read_spec(
+            path, lambda why: SpecError(f"{key}: cannot read the base spec {path}: {why}")
+        )
+    else:
+        text = _embedded_text(value)
+    return _parse_text(text, base_origin, folder, (*chain, ident))
 
 
 def embedded_spec_names() -> list[str]:
@@ -583,14 +638,19 @@ def embedded_spec_names() -> list[str]:
     )
 
 
-def load_embedded(name: str = DEFAULT_SPEC_NAME) -> ImageSpec:
+def _embedded_text(name: str) -> str:
     path = resources.files(SPECS_PACKAGE).joinpath(f"{name}.toml")
     if not path.is_file():
         raise SpecError(
             f"no embedded spec named {name!r}",
             hint=f"embedded specs: {', '.join(embedded_spec_names())}",
         )
-    return _parse_text(path.read_text(encoding="utf-8"), f"<embedded:{name}>", "")
+    return path.read_text(encoding="utf-8")
+
+
+def load_embedded(name: str = DEFAULT_SPEC_NAME) -> ImageSpec:
+    origin = f"<embedded:{name}>"
+    return _parse_text(_embedded_text(name), origin, "", (origin,))
 
 
 def resolve_spec_arg(value: str | None) -> tuple[ImageSpec, Path]:
@@ -603,3 +663,28 @@ def resolve_spec_arg(value: str | None) -> tuple[ImageSpec, Path]:
     path = Path(value)
     return load_spec(path), path.with_name(path.name.removesuffix(".toml") + ".lock.json")
 
+
+def with_additions(
+    spec: ImageSpec, requirements: Sequence[str] = (), packages: Sequence[str] = ()
+) -> ImageSpec:
+    """``spec`` with more Python requirements and Debian packages (``hardflow build --with X
+    --debian Y``), each checked like the spec's own and added once, after the spec's."""
+    for value in requirements:
+        problem = requirement_problem(value) if value.strip() else "empty"
+        if problem:
+            raise SpecError(
+                f"--with: expected a Python requirement (PEP 508, e.g. 'tabulate' or "
+                f"'tabulate==0.9.0'), found {value!r} ({problem})"
+            )
+    for value in packages:
+        if not re.fullmatch(_PKG, value):
+            raise SpecError(
+                f"--debian: expected a Debian package name (lower-case letters, digits and "
+                f"'+-.', at least two characters), found {value!r}"
+            )
+    python = replace(
+        spec.python,
+        requirements=tuple(dict.fromkeys((*spec.python.requirements, *requirements))),
+    )
+    debian = replace(spec.debian, packages=tuple(dict.fromkeys((*spec.debian.packages, *packages))))
+    return replace(spec, python=python, debian=debian)

@@ -50,7 +50,9 @@ def test_image_ids_and_order_are_stable() -> None:
     assert list(IMAGE_CHECKS)[-6:] == ["HF-R-0001", "HF-R-0002", "HF-R-0003", "HF-R-0004",
                                        "HF-L-0001", "HF-L-0002"]  # fmt: skip
     manifest_ids = list(MANIFEST_CHECKS)
-    assert (manifest_ids[0], manifest_ids[-1]) == ("5.4", "PSS-R-Capabilities")
+    assert (manifest_ids[0], manifest_ids[-2], manifest_ids[-1]) == (
+        "5.4", "PSS-R-Capabilities", "HF-M-0001"
+    )  # fmt: skip
 
 
 def test_duplicate_ids_are_refused() -> None:

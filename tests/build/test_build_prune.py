@@ -142,3 +142,16 @@ def test_strip_leaves_other_files_alone(tmp_path: Path) -> None:
     text.write_text("not an ELF file")
     assert not strip_elf(text)
     assert text.read_text() == "not an ELF file"
+
+
+def test_postgres_jit_provider_goes_only_without_llvm() -> None:
+    from hardflow.build.prune import active_rules
+
+    jit = ["usr/lib/postgresql/17/lib/llvmjit.so", "usr/lib/postgresql/17/lib/bitcode/x.bc"]
+    tree = [*jit, "usr/lib/postgresql/17/lib/plpgsql.so"]
+    for path in jit:
+        rule = rule_for(path, active_rules(tree))
+        assert rule is not None and rule.name == "postgres-jit-without-llvm"
+    assert rule_for("usr/lib/postgresql/17/lib/plpgsql.so", active_rules(tree)) is None
+    with_llvm = [*tree, "usr/lib/x86_64-linux-gnu/libLLVM.so.19.1"]
+    assert all(rule_for(path, active_rules(with_llvm)) is None for path in jit)

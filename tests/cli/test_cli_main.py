@@ -21,9 +21,9 @@ CLI_DIR = Path(hardflow.cli.__file__).parent
 MAX_LINES = 400
 COMMANDS = {
     "lock", "build", "run", "stop", "logs", "password", "demo", "sbom", "keygen", "sign",
-    "verify", "push", "audit", "deploy", "bench", "check-dags",
+    "verify", "push", "audit", "deploy", "bench", "check-dags", "diff",
 }  # fmt: skip
-GROUP_MODULES = ("audit", "bench", "build", "checkdags", "deploy", "run", "sbom", "sign")
+GROUP_MODULES = ("audit", "bench", "build", "checkdags", "deploy", "diff", "run", "sbom", "sign")
 
 
 def run_main(

@@ -332,7 +332,8 @@ class FakeRepo:
         if valid_until:
             lines.append(f"Valid-Until: {valid_until}")
         lines += [f"Architectures: {self.arch}", "Components: main", "SHA256:"]
-        for index in sorted(dist.glob("*/binary-*/Packages*")):
+        listed = [*dist.glob("*/binary-*/Packages*"), *dist.glob("*/Contents-*")]
+        for index in sorted(listed):
             data = index.read_bytes()
             rel = index.relative_to(dist).as_posix()
             lines.append(f" {hashlib.sha256(data).hexdigest()} {len(data):>8} {rel}")
@@ -366,10 +367,12 @@ def build_repo(
     valid_until: str | None = None,
     compressions: Sequence[str] = (".xz", ""),
     arch: str = "amd64",
+    contents: bool = False,
 ) -> FakeRepo:
     """Write the .debs, per-suite ``main/binary-ARCH/Packages{compressions}``, Release, InRelease.
 
     A package is listed by each suite in its ``suites`` (only suites given here are written).
+    ``contents``: also write each suite's ``main/Contents-ARCH.gz`` (listed in the Release).
     """
     root.mkdir(parents=True, exist_ok=True)
     repo = FakeRepo(root, key or make_signing_key(), tuple(suites), tuple(packages), arch)
@@ -387,5 +390,30 @@ def build_repo(
         for suffix in compressions:
             compressed = _compress(text, suffix.lstrip("."))
             (index_dir / f"Packages{suffix}").write_bytes(compressed)
+        if contents:
+            write_contents(repo, suite, [p for p in packages if suite in p.suites])
         repo.write_release(suite, date=date, valid_until=valid_until)
     return repo
+
+
+def contents_text(packages: Sequence[FakePackage]) -> bytes:
+    """A ``Contents-ARCH`` index of ``packages``: ``path  section/pkg[,section/pkg]`` lines."""
+    owners: dict[str, list[str]] = {}
+    for pkg in packages:
+        for path in [*pkg.files, *pkg.symlinks]:
+            owners.setdefault(path, []).append(f"libs/{pkg.name}")
+    return "".join(f"{path:<60} {','.join(names)}\n" for path, names in sorted(owners.items())
+                   ).encode()  # fmt: skip
+
+
+def write_contents(
+    repo: FakeRepo, suite: str, packages: Sequence[FakePackage], data: bytes | None = None
+) -> Path:
+    """Write ``main/Contents-ARCH.gz`` of ``suite`` (``data``: the uncompressed text as is).
+
+    Call :meth:`FakeRepo.write_release` afterwards to list (and sign) it.
+    """
+    path = repo.dist(suite) / "main" / f"Contents-{repo.arch}.gz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(_compress(contents_text(packages) if data is None else data, "gz"))
+    return path

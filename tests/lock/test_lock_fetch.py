@@ -4,6 +4,7 @@ import socket
 import urllib.error
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,15 @@ import pytest
 
 from hardflow.errors import FetchError, TrustError
 from hardflow.lock import fetch
-from hardflow.lock.fetch import Artifact, Cache, RetryPolicy, http_get, redact
+from hardflow.lock.fetch import (
+    Artifact,
+    Cache,
+    RetryPolicy,
+    find_links_artifact,
+    http_get,
+    redact,
+)
+from hardflow.lock.model import FIND_LINKS, LockedWheel
 from helpers.flaky_http import FlakyServer
 from helpers.loopback_http import serve
 
@@ -151,9 +160,7 @@ def test_transient_dns_failure_is_retried(
     def open_(url: str, headers: Mapping[str, str], timeout: float) -> Any:
         calls.append(url)
         if len(calls) == 1:
-            raise urllib.error.URLError(
-                socket.gaierror(-3, "Temporary failure in name resolution")
-            )
+            raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
         return real_open(url, headers, timeout)
 
     monkeypatch.setattr(fetch, "_open", open_)
@@ -170,9 +177,7 @@ def test_http_get_retries_cut_streams_and_5xx(flaky_root: Path) -> None:
     assert len(srv.requests) == 4
 
 
-def test_permanent_failure_is_bounded_and_leaves_nothing(
-    tmp_path: Path, flaky_root: Path
-) -> None:
+def test_permanent_failure_is_bounded_and_leaves_nothing(tmp_path: Path, flaky_root: Path) -> None:
     with FlakyServer(flaky_root, {"a.deb": ["503", "*"]}) as srv:
         cache = Cache(tmp_path / "cache", retry=fast(srv, attempts=3))
         with pytest.raises(FetchError) as exc:
@@ -245,7 +250,8 @@ def test_userinfo_is_redacted_in_messages(tmp_path: Path, flaky_root: Path) -> N
     assert "s3cret" not in exc.value.diagnostics()
     assert len(srv.requests) == 2  # the credentials went into a header, not the host name
     assert fetch._credentials("https://u:p%40ss@host/x") == (
-        "https://host/x", {"Authorization": "Basic dTpwQHNz"}
+        "https://host/x",
+        {"Authorization": "Basic dTpwQHNz"},
     )
     assert redact("https://u:p@host/x?y=1") == "https://***@host/x?y=1"
 
@@ -304,3 +310,68 @@ def test_a_symlinked_cache_folder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(HardflowError, match="'sha256' is a symlink"):
         cache.get(art)
     assert list(elsewhere.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- find-links wheels
+
+
+def _local_wheel(folder: Path, body: bytes = b"wheel bytes") -> tuple[Path, LockedWheel]:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "chart-0.5-py3-none-any.whl"
+    path.write_bytes(body)
+    locked = LockedWheel(path.name.split("-")[0], "0.5", path.name,
+                         hashlib.sha256(body).hexdigest(), len(body), FIND_LINKS)  # fmt: skip
+    return path, locked
+
+
+def test_a_find_links_wheel_is_copied_after_its_hash_is_checked(tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    path, locked = _local_wheel(second)
+    # offline is fine: nothing is downloaded
+    cache = Cache(tmp_path / "cache", offline=True)
+    got = cache.get(find_links_artifact(locked, [str(first), str(second)]))
+    assert got == cache.path_for(locked.sha256) and got.read_bytes() == path.read_bytes()
+    path.unlink()  # once cached, the folder is not needed again
+    assert cache.get(find_links_artifact(locked, [str(second)])) == got
+
+
+def test_the_first_folder_whose_copy_matches_wins(tmp_path: Path) -> None:
+    _local_wheel(tmp_path / "a", b"another build")  # same name, other bytes
+    _, locked = _local_wheel(tmp_path / "b")
+    cache = Cache(tmp_path / "cache")
+    got = cache.get(find_links_artifact(locked, [str(tmp_path / "a"), str(tmp_path / "b")]))
+    assert got.read_bytes() == b"wheel bytes"
+
+
+def test_a_changed_or_missing_local_wheel_is_named(tmp_path: Path) -> None:
+    path, locked = _local_wheel(tmp_path / "w")
+    path.write_bytes(b"rebuilt since")
+    cache = Cache(tmp_path / "cache")
+    with pytest.raises(TrustError) as changed:
+        cache.get(find_links_artifact(locked, [str(tmp_path / "w")]))
+    msg = changed.value.message
+    assert str(path) in msg and locked.sha256 in msg
+    assert hashlib.sha256(b"rebuilt since").hexdigest() in msg
+    assert not cache.path_for(locked.sha256).exists()
+    assert not list((tmp_path / "cache").rglob("*.tmp"))  # the bad copy is not left behind
+    path.unlink()
+    with pytest.raises(FetchError) as missing:
+        cache.get(find_links_artifact(locked, [str(tmp_path / "w")]))
+    assert str(path) in missing.value.message and "find-links" in missing.value.message
+
+
+@pytest.mark.parametrize(
+    "name", ["../chart-0.5-py3-none-any.whl", "sub/chart-0.5-py3-none-any.whl",
+             "/etc/chart-0.5-py3-none-any.whl", ".chart-0.5-py3-none-any.whl", "chart.tar.gz"],
+)  # fmt: skip
+def test_a_lock_cannot_name_a_file_outside_the_folders(tmp_path: Path, name: str) -> None:
+    _, locked = _local_wheel(tmp_path / "w")
+    with pytest.raises(FetchError, match="not a plain wheel file name"):
+        find_links_artifact(replace(locked, filename=name), [str(tmp_path / "w")])
+
+
+def test_a_find_links_lock_entry_needs_a_find_links_folder(tmp_path: Path) -> None:
+    _, locked = _local_wheel(tmp_path / "w")
+    with pytest.raises(FetchError, match="names no find-links folder"):
+        find_links_artifact(locked, [])

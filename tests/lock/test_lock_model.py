@@ -5,6 +5,7 @@ import pytest
 
 from hardflow.errors import LockError
 from hardflow.lock.model import (
+    FIND_LINKS,
     Lock,
     LockedDeb,
     LockedSuite,
@@ -17,8 +18,9 @@ from hardflow.lock.model import (
 
 
 def deb(name: str, version: str) -> LockedDeb:
-    return LockedDeb(name, version, "amd64", "trixie", f"pool/main/x/{name}.deb", "0" * 64, 1,
-                     name, version)
+    return LockedDeb(
+        name, version, "amd64", "trixie", f"pool/main/x/{name}.deb", "0" * 64, 1, name, version
+    )
 
 
 def whl(name: str, version: str) -> LockedWheel:
@@ -73,13 +75,58 @@ def test_diff() -> None:
     assert diff_locks(new, new).empty
 
 
-@pytest.mark.parametrize("name", ["default", "core", "airflow2", "postgres", "redis"])
+EMBEDDED_LOCKS = sorted(
+    p.name.removesuffix(".lock.json")
+    for p in (Path(__file__).parents[2] / "src" / "hardflow" / "specs").glob("*.lock.json")
+)
+
+
+@pytest.mark.parametrize("name", EMBEDDED_LOCKS)
 def test_the_embedded_locks_pass_the_strict_schema(name: str) -> None:
     from importlib import resources
 
     path = Path(str(resources.files("hardflow.specs").joinpath(f"{name}.lock.json")))
     lk = read_lock(path)
     assert lk.debs and lk.to_json() == path.read_text()  # nothing lost or reordered
+    assert all(w.origin == "" for w in lk.wheels)  # index wheels: no origin key
+
+
+def test_a_find_links_wheel_round_trips_with_its_origin_only(tmp_path: Path) -> None:
+    local = LockedWheel("chart", "0.5", "chart-0.5-py3-none-any.whl", "2" * 64, 7, FIND_LINKS)
+    lk = lock(local, whl("six", "1.0"))  # in the order the file sorts them
+    data = json.loads(lk.to_json())
+    assert data["wheels"][0] == {"name": "chart", "version": "0.5", "origin": "find-links",
+                                 "filename": "chart-0.5-py3-none-any.whl", "sha256": "2" * 64,
+                                 "size": 7}  # fmt: skip
+    assert "origin" not in data["wheels"][1]
+    path = tmp_path / "l.json"
+    write_lock(lk, path)
+    got = read_lock(path)
+    assert got == lk and got.wheels[0].from_find_links and not got.wheels[1].from_find_links
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("origin", "/home/me/wheels", "'find-links'"),
+        ("origin", "", "'find-links'"),
+        ("origin", None, "'find-links'"),
+        ("filename", "../chart-0.5-py3-none-any.whl", "a plain name"),
+        ("filename", "wheels/chart-0.5-py3-none-any.whl", "a plain name"),
+        ("filename", "/tmp/chart-0.5-py3-none-any.whl", "a plain name"),
+    ],
+)
+def test_malformed_find_links_entries_are_refused(
+    tmp_path: Path, key: str, value: object, expected: str
+) -> None:
+    local = LockedWheel("chart", "0.5", "chart-0.5-py3-none-any.whl", "2" * 64, 7, FIND_LINKS)
+    data = json.loads(lock(local).to_json())
+    data["wheels"][0][key] = value
+    path = tmp_path / "l.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(LockError, match=rf"wheels\[0\] \(chart\): key '{key}'") as info:
+        read_lock(path)
+    assert expected in info.value.message
 
 
 def test_strict_types_bool_is_not_an_int(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from packaging.tags import Tag
 
-from hardflow.errors import ResolveError
+from hardflow.errors import LockError, ResolveError
 from hardflow.lock.model import LockedWheel
 from hardflow.pypi.resolve import (
     manylinux_platforms,
@@ -132,8 +132,9 @@ def test_pick_wheels_from_pylock() -> None:
 
 def test_pick_wheels_sdist_only_is_an_error() -> None:
     text = '[[packages]]\nname = "src"\nversion = "1"\nsdist = { url = "x.tar.gz" }\n'
-    with pytest.raises(ResolveError, match="src 1: only a source distribution"):
+    with pytest.raises(LockError, match="src 1: no wheel for the target, only a source") as info:
         pick_wheels(parse_pylock(text), TAGS)
+    assert 'excludes = ["src"]' in (info.value.hint or "")
 
 
 def test_parse_pylock_garbage() -> None:

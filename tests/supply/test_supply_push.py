@@ -1,6 +1,8 @@
 """`hardflow push` to a real registry on loopback (Debian's docker-registry), then verified by
 independent tools: the real cosign, and podman's ``sigstoreSigned`` policy where the host's
 containers/image has sigstore support (Debian 12's is built without it: the test says so).
+``test_supply_policy.py`` runs the same policy check with Debian 13's skopeo from the image
+hardflow builds of it, which works on any host.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ DEFAULT_LAYOUT = Path(__file__).resolve().parents[1] / "out/hardflow_airflow-3.3
 
 class Registry:
     def __init__(self, root: Path) -> None:
+        self.root = root  # the registry's storage is root/storage
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -177,7 +180,9 @@ def _cosign_verify(binary: Path, pub: Path, ref: str) -> subprocess.CompletedPro
 
 @pytest.mark.network
 def test_cosign_verifies_what_we_pushed_and_refuses_tampering(
-    registry: Registry, tmp_path: Path, cosign: Path  # noqa: F811
+    registry: Registry,
+    tmp_path: Path,
+    cosign: Path,  # noqa: F811
 ) -> None:
     pair = write_key_pair(tmp_path / "k", b"pw")
     repo = f"{registry.host}/hardflow-test/tiny"
@@ -207,7 +212,9 @@ def test_cosign_verifies_what_we_pushed_and_refuses_tampering(
 
 @pytest.mark.network
 def test_hardflow_verifies_a_signature_made_by_cosign_with_our_key(
-    registry: Registry, tmp_path: Path, cosign: Path  # noqa: F811
+    registry: Registry,
+    tmp_path: Path,
+    cosign: Path,  # noqa: F811
 ) -> None:
     pair = write_key_pair(tmp_path / "k", b"pw")
     repo = f"{registry.host}/hardflow-test/by-cosign"
@@ -276,7 +283,8 @@ def test_podman_sigstore_policy_accepts_signed_and_refuses_tampered(
         if "sigstore disabled" in accepted.stderr:
             pytest.skip(
                 "this podman's containers/image is built without sigstore support "
-                f"(podman said: {accepted.stderr.strip().splitlines()[-1]})"
+                f"(podman said: {accepted.stderr.strip().splitlines()[-1]}); "
+                "test_supply_policy.py checks the same policy with Debian 13's skopeo"
             )
         assert accepted.returncode == 0, accepted.stderr
         for tag in ("unsigned", "other-key"):
@@ -292,7 +300,9 @@ def test_podman_sigstore_policy_accepts_signed_and_refuses_tampered(
 @pytest.mark.slow
 @pytest.mark.network
 def test_sign_push_and_cosign_verify_the_real_default_image(
-    registry: Registry, tmp_path: Path, cosign: Path  # noqa: F811
+    registry: Registry,
+    tmp_path: Path,
+    cosign: Path,  # noqa: F811
 ) -> None:
     if not (DEFAULT_LAYOUT / "index.json").is_file():
         pytest.skip(f"{DEFAULT_LAYOUT} is not built (hardflow build)")

@@ -67,6 +67,16 @@ def secrets_in_text(text: str) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+def secret_formats(text: str) -> list[tuple[str, str]]:
+    """The known secret formats in ``text`` (tokens, key blocks, credentials in a URL): what
+    each is and the text that matched (for callers that look closer, never to print)."""
+    return [
+        (what, match.group(0))
+        for what, pattern in _VALUE_PATTERNS
+        for match in pattern.finditer(text)
+    ]
+
+
 def env_pairs(image: ImageData) -> list[tuple[str, str]]:
     env = image.runtime.get("Env") or []
     out = []

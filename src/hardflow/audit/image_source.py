@@ -24,7 +24,8 @@ import re
 import stat
 import tarfile
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -340,18 +341,32 @@ def looks_like_path(image: str) -> bool:
     return image.startswith(("/", "./", "../", "~")) or os.path.exists(image)
 
 
-def read_image(image: str, *, engine: str | None = None, saver: Saver | None = None) -> ImageData:
-    """Read ``image``: a path (layout or archive) or a reference in the local engine store."""
+@contextmanager
+def local_image(
+    image: str, *, engine: str | None = None, saver: Saver | None = None
+) -> Iterator[tuple[Path, bool]]:
+    """``image`` as a file to read, and whether it came from the engine: a path (layout or
+    archive) as it is, or a reference in the local engine store saved as a docker-archive
+    into a temporary directory that is removed on exit."""
     if looks_like_path(image):
         path = Path(image).expanduser()
         if not path.exists():
             raise AuditError(f"{image}: no such file or directory")
-        return read_image_path(path, image)
+        yield path, False
+        return
     save = saver or _engine_saver(engine)
     with tempfile.TemporaryDirectory(prefix="hardflow-audit-") as tmp:
         dest = Path(tmp) / "image.tar"
         save(image, dest)
-        data = read_image_path(dest, image)
+        yield dest, True
+
+
+def read_image(image: str, *, engine: str | None = None, saver: Saver | None = None) -> ImageData:
+    """Read ``image``: a path (layout or archive) or a reference in the local engine store."""
+    with local_image(image, engine=engine, saver=saver) as (path, from_engine):
+        data = read_image_path(path, image)
+    if not from_engine:
+        return data
     return replace(data, source=image, kind="engine", reference=data.reference or image)
 
 
@@ -370,6 +385,7 @@ __all__ = [
     "SecretHit",
     "apply_whiteout",
     "is_setid",
+    "local_image",
     "looks_like_path",
     "normalize_member",
     "parse_created",

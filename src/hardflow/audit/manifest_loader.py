@@ -93,11 +93,23 @@ class Service:
 
 
 @dataclass(frozen=True)
+class ConfigMap:
+    file: str
+    name: str
+    data: Mapping[str, Any]  # key → text
+    binary_data: Mapping[str, Any]  # key → base64
+
+    def item(self, detail: str) -> Item:
+        return Item(f"ConfigMap/{self.name}", detail, self.file)
+
+
+@dataclass(frozen=True)
 class Manifests:
     files: tuple[str, ...]
     pods: tuple[Pod, ...]
     services: tuple[Service, ...]
     other: tuple[str, ...]  # non-workload Kubernetes objects seen ("Service/airflow")
+    config_maps: tuple[ConfigMap, ...] = ()  # also listed in ``other``
 
 
 def as_map(value: object) -> Mapping[str, Any]:
@@ -174,6 +186,7 @@ def load_manifests(paths: Iterable[Path]) -> Manifests:
     pods: list[Pod] = []
     services: list[Service] = []
     other: list[str] = []
+    config_maps: list[ConfigMap] = []
     for path in expand_paths(paths):
         label = str(path)
         files.append(label)
@@ -193,6 +206,9 @@ def load_manifests(paths: Iterable[Path]) -> Manifests:
                     spec = _dig(obj, spec_path) if spec_path else None
                     if spec is None:
                         other.append(f"{kind}/{name}")
+                        if kind == "ConfigMap":
+                            data, binary = as_map(obj.get("data")), as_map(obj.get("binaryData"))
+                            config_maps.append(ConfigMap(label, name, data, binary))
                         continue
                     meta = _dig(obj, _POD_META.get(kind, ("spec", "template", "metadata")))
                     annotations = as_map(as_map(meta).get("annotations"))
@@ -206,7 +222,7 @@ def load_manifests(paths: Iterable[Path]) -> Manifests:
             raise AuditError(
                 f"{path} holds no manifest: expected a Compose file or Kubernetes YAML"
             )
-    return Manifests(tuple(files), tuple(pods), tuple(services), tuple(other))
+    return Manifests(tuple(files), tuple(pods), tuple(services), tuple(other), tuple(config_maps))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,6 +270,17 @@ def containers(manifests: Manifests) -> Iterator[tuple[Pod, Container]]:
     for pod in manifests.pods:
         for container in pod.containers:
             yield pod, container
+
+
+def plain_env(container: Container) -> list[tuple[str, str]]:
+    """A container's ``env`` entries set by ``value:`` (``valueFrom`` references left out)."""
+    out = []
+    for item in as_list(container.spec.get("env")):
+        entry = as_map(item)
+        if "value" in entry and "valueFrom" not in entry and entry.get("name"):
+            value = entry["value"]
+            out.append((str(entry["name"]), "" if value is None else str(value)))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,6 +340,19 @@ def compose_ports(service: Service) -> list[Published]:
         else:
             host, target = "", parts[0]
         out.append(Published(host_ip or None, _port_number(host) if host else None, target))
+    return out
+
+
+def compose_environment(service: Service) -> list[tuple[str, str | None]]:
+    """A service's ``environment`` as (name, value); None when the value comes from the
+    host's environment (a bare ``NAME`` or ``NAME:`` with no value)."""
+    env = service.spec.get("environment")
+    if isinstance(env, dict):
+        return [(str(k), None if v is None else str(v)) for k, v in env.items()]
+    out: list[tuple[str, str | None]] = []
+    for item in as_list(env):
+        name, sep, value = str(item).partition("=")
+        out.append((name, value if sep else None))
     return out
 
 

@@ -6,6 +6,8 @@ Standards, for Compose files and Kubernetes YAML.
 * the Pod Security Standards — every *baseline* control (``PSS-B-*``, FATAL: known privilege
   escalations) and every *restricted* control (``PSS-R-*``, WARN: hardening best practice),
   per container including init and ephemeral containers (``manifest_pss``).
+* hardflow's own: ``HF-M-0001`` (FATAL), a secret in a plain env value (Kubernetes
+  ``value:``, Compose ``environment:``) or in a ConfigMap (``manifest_secrets``).
 
 One row per rule, in report order. Adding a rule is a check function in one of those modules
 and a row here.
@@ -15,12 +17,14 @@ from __future__ import annotations
 
 from hardflow.audit import manifest_cis as cis
 from hardflow.audit import manifest_pss as pss
+from hardflow.audit import manifest_secrets as secrets
 from hardflow.audit.manifest_loader import Manifests
 from hardflow.audit.model import Level, Rule
 
 CIS5 = "CIS Docker Benchmark v1.6 §5 (container runtime)"
 PSS_B = "Kubernetes Pod Security Standards: baseline"
 PSS_R = "Kubernetes Pod Security Standards: restricted"
+HF_SECRETS = "Secrets in manifests (hardflow)"
 
 W, F = Level.WARN, Level.FATAL
 
@@ -30,6 +34,13 @@ def workloads(m: Manifests) -> str:
     if m.pods or m.services:
         return ""
     return "no Compose services and no Kubernetes workloads in the input"
+
+
+def configuration(m: Manifests) -> str:
+    """The secrets rule looks at workloads' environment and at ConfigMaps."""
+    if m.pods or m.services or m.config_maps:
+        return ""
+    return "no Compose services, Kubernetes workloads or ConfigMaps in the input"
 
 
 def kubernetes(m: Manifests) -> str:
@@ -148,4 +159,10 @@ MANIFEST_RULES: tuple[Rule[Manifests], ...] = (
     Rule("PSS-R-Capabilities", W, PSS_R, "Capabilities: drop ALL, add at most "
          "NET_BIND_SERVICE", "Set capabilities.drop: [ALL] in every container.",
          pss.pss_capabilities, (), kubernetes),
+    # hardflow
+    Rule("HF-M-0001", F, HF_SECRETS, "Secrets are not written in plain environment values or "
+         "ConfigMaps", "Keep the value in a Secret (Compose: secrets:) and reference it: "
+         "env valueFrom.secretKeyRef, a Secret volume, or Airflow's *_FILE / *_CMD / *_SECRET "
+         "variables; a ConfigMap holds settings only.", secrets.plain_secrets, (),
+         configuration),
 )  # fmt: skip

@@ -3,7 +3,9 @@
 A build is cut into *stages*; each stage makes one or more layers from its own inputs only
 (see :mod:`hardflow.build.rootfs`): the Debian stage (``debian-base`` + ``python-runtime``) from
 the ``.deb`` files, one stage per wheel layer from that layer's wheels, the ``hardflow`` stage from
-the spec. A stage's *key* is the sha256 of a canonical JSON document naming every input: the
+the spec (without its baked folders), the ``baked`` stage from the bytes of the spec's DAG and
+plugin folders (no lower layer: a DAG edit rebuilds that stage alone). A stage's *key* is the
+sha256 of a canonical JSON document naming every input: the
 artifacts' sha256s, the diff_ids of the tree it is compiled in, the spec fields it reads,
 SOURCE_DATE_EPOCH, the compression, the bytecode compiler and a fingerprint of the builder's
 own source (so a changed builder never reuses an old layer). Equal keys mean equal bytes, so a

@@ -20,6 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from hardflow import __version__
+from hardflow.build.baked import (
+    BakedFolder,
+    assemble_baked,
+    collect,
+    dropped_note,
+    hardflow_view,
+    stage_parts,
+)
+from hardflow.build.elfcheck import check_shared_libraries
 from hardflow.build.layercache import (
     LayerCache,
     StageOutput,
@@ -47,7 +56,7 @@ from hardflow.build.rootfs import (
 )
 from hardflow.errors import ArchiveError, BuildError
 from hardflow.fsutil import atomic_write
-from hardflow.lock.fetch import Artifact, Cache, http_get
+from hardflow.lock.fetch import Artifact, Cache, find_links_artifact, http_get
 from hardflow.lock.mirrors import Mirrors, resolve_mirrors
 from hardflow.lock.model import Lock, LockedDeb, LockedWheel, check_matches
 from hardflow.oci.layer import COMPRESSIONS, Compression, Layer
@@ -159,6 +168,8 @@ def fetch_inputs(
         )
 
     def wheel_art(w: LockedWheel) -> Artifact:
+        if w.from_find_links:  # a wheel of the spec's [python] find-links folders
+            return find_links_artifact(w, spec.python.find_links)
         return Artifact(
             w.filename,
             w.sha256,
@@ -249,6 +260,7 @@ def build(
     timings: dict[str, float] = {}
     t0 = time.monotonic()
 
+    baked = collect(spec)  # the DAG and plugin folders, read before anything is built
     debs, wheels = fetch_inputs(spec, lock, options.cache, progress, options.jobs)
     timings["fetch"] = time.monotonic() - t0
 
@@ -258,10 +270,13 @@ def build(
     try:
         t = time.monotonic()
         stages = _Stages(spec, sde, options, work, progress)
-        outputs = stages.run(debs, wheels)
+        outputs = stages.run(debs, wheels, baked)
         timings["assemble"] = stages.assemble_seconds
         timings["layers"] = time.monotonic() - t - stages.assemble_seconds
         layers = [layer for out in outputs for layer in out.layers]
+        timings["libraries"] = check_shared_libraries(
+            spec, layers, options.cache, options.layer_cache_dir, progress
+        ).seconds  # every DT_NEEDED library is in the image (raises LinkError)
 
         t = time.monotonic()
         config = image_config(spec, sde, layers, lock)
@@ -306,7 +321,10 @@ def build(
         )
         # SBOMs (SPDX, CycloneDX) and provenance beside the layout, for every build
         t = time.monotonic()
-        write_supply_chain(result.image, sde, lock, spec, out)
+        # what each layer holds for the SBOMs is kept by digest beside the layer cache, so a
+        # rebuild reads only its new layers (--no-layer-cache reads them all)
+        memo = stages.cache.store.root / "sbom-layers" if options.layer_cache else None
+        write_supply_chain(result.image, sde, lock, spec, out, memo)
         timings["supply_chain"] = time.monotonic() - t
         atomic_write(out / "build.json", (json.dumps(result.summary(), indent=2) + "\n").encode())
         return result
@@ -376,7 +394,12 @@ class _Stages:
 
     # -- the stages ----------------------------------------------------------------------------
 
-    def run(self, debs: Sequence[DebInput], wheels: Sequence[WheelInput]) -> list[StageOutput]:
+    def run(
+        self,
+        debs: Sequence[DebInput],
+        wheels: Sequence[WheelInput],
+        baked: tuple[BakedFolder, ...] = (),
+    ) -> list[StageOutput]:
         spec = self.spec
         deb_key = stage_key({
             **self.common, "stage": "debian",
@@ -407,8 +430,12 @@ class _Stages:
                                      for w in groups[name]),
                 })  # fmt: skip
                 plans.append((name, key, groups[name]))
+        # the hardflow layer does not depend on the baked folders (nor on where they are)
+        view, dropped = hardflow_view(spec)
+        if dropped:
+            self.notes.append(dropped_note(spec, dropped))
         hardflow_key = stage_key({**self.common, **base, "stage": "hardflow",
-                                  "spec": spec.checksum()})  # fmt: skip
+                                  "spec": view.checksum()})  # fmt: skip
         plans.append(("hardflow", hardflow_key, []))
 
         found: dict[str, StageOutput] = {}
@@ -430,7 +457,7 @@ class _Stages:
             target = self.built if name in rebuilt else self.cached
             target.extend(layer.name for layer in found[name].layers)
         outputs = [debian, *(found[name] for name, _, _ in plans)]
-        clash = clashes(outputs[1:-1])
+        clash = clashes([found[name] for name, _, _ in plans if name != "hardflow"])
         if clash:
             path, a, b = clash[0]
             raise ArchiveError(
@@ -438,7 +465,24 @@ class _Stages:
                 + (f" (and {len(clash) - 1} more files)" if len(clash) > 1 else ""),
                 hint="two locked packages ship the same file; drop one of them",
             )
+        if baked:
+            outputs.append(self._baked(baked))
         return outputs
+
+    def _baked(self, folders: tuple[BakedFolder, ...]) -> StageOutput:
+        """The baked layer: from the cache, or written from the folders (no lower layer is
+        unpacked for it)."""
+        key = stage_key({**self.common, **stage_parts(self.spec, folders)})
+        hit = self._lookup(key)
+        if hit is not None:
+            self.cached.extend(layer.name for layer in hit.layers)
+            return hit
+        t = time.monotonic()
+        stage = assemble_baked(self.spec, folders, self.work / "baked")
+        self.assemble_seconds += time.monotonic() - t
+        layers = self._write_layers([(stage, spec_) for spec_ in stage.layers])
+        self.built.extend(layer.name for layer in layers)
+        return self.cache.put(StageOutput(key=key, layers=tuple(layers)))
 
     def _build_debian(self, key: str, debs: Sequence[DebInput], root: Path) -> StageOutput:
         t = time.monotonic()
@@ -468,7 +512,7 @@ class _Stages:
         for name, _, group in plans:
             staging = base_root / STAGE_DIR / name
             if name == "hardflow":
-                trees.append(assemble_hardflow(self.spec, staging))
+                trees.append(assemble_hardflow(hardflow_view(self.spec)[0], staging))
             else:
                 trees.append(assemble_wheels(self.spec, name, group, staging,
                                              self.work / "wheel-links", self._on_progress))

@@ -18,6 +18,9 @@ WHEEL_LAYERS = 8  # third-party wheels are spread over this many layers (see whe
 HARDFLOW_WRITES = ("etc/passwd", "etc/group", "etc/shadow", "etc/nsswitch.conf",
                    "etc/os-release", "usr/lib/os-release")  # fmt: skip
 PYTHON_PACKAGES_PREFIXES = ("python3", "libpython3")
+# the spec's DAG and plugin folders (``[image] dags`` / ``plugins``): the image's top layer, so
+# that editing a DAG changes that layer alone (see hardflow.build.baked)
+BAKED_LAYER = "baked"
 
 
 def deb_layer(name: str) -> str:
@@ -42,9 +45,10 @@ def wheel_layer(name: str, buckets: int = WHEEL_LAYERS) -> str:
 
 
 def layer_order(buckets: int = WHEEL_LAYERS) -> tuple[str, ...]:
-    """Every possible layer name, stable (Debian) to volatile (the spec's own files)."""
+    """Every possible layer name, stable (Debian) to volatile (the spec's own files, then the
+    baked DAG and plugin folders)."""
     wheels = ("wheels",) if buckets <= 1 else tuple(f"wheels-{i}" for i in range(buckets))
-    return ("debian-base", "python-runtime", *wheels, "airflow", "hardflow")
+    return ("debian-base", "python-runtime", *wheels, "airflow", "hardflow", BAKED_LAYER)
 
 
 def debian_release(spec: ImageSpec) -> tuple[str, str]:

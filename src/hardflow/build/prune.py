@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import struct
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,13 +34,25 @@ class PruneRule:
     name: str
     reason: str
     pattern: re.Pattern[str]  # matched against root-relative file paths
+    # The rule applies only to a tree (all its root-relative paths) this returns True for;
+    # None: to every tree.
+    when: Callable[[Collection[str]], bool] | None = None
 
     def matches(self, rel: str) -> bool:
         return self.pattern.match(rel) is not None
 
 
-def _rule(name: str, reason: str, regex: str) -> PruneRule:
-    return PruneRule(name, reason, re.compile(regex))
+def _rule(
+    name: str, reason: str, regex: str, when: Callable[[Collection[str]], bool] | None = None
+) -> PruneRule:
+    return PruneRule(name, reason, re.compile(regex), when)
+
+
+_LIBLLVM = re.compile(r"usr/lib/(?:[^/]+/)*libLLVM[^/]*\.so")
+
+
+def _without_llvm(paths: Collection[str]) -> bool:
+    return not any(_LIBLLVM.match(p) for p in paths)
 
 
 PRUNE_RULES: tuple[PruneRule, ...] = (
@@ -83,11 +96,34 @@ PRUNE_RULES: tuple[PruneRule, ...] = (
         "conversions; Python's codecs and the UTF-8 locale do not use them",
         r"usr/lib/[^/]+-linux-gnu/gconv/",
     ),
+    _rule(
+        "collectd-unloaded-plugins",
+        "collectd's plugins but statsd and write_prometheus: the statsd-exporter image's "
+        "configuration turns AutoLoadPlugin off and loads only those two, and collectd dlopens "
+        "a plugin only when its configuration loads it",
+        r"usr/lib/collectd/(?!(?:statsd|write_prometheus)\.so$)[^/]+\.so$",
+    ),
+    _rule(
+        "postgres-jit-without-llvm",
+        "PostgreSQL's LLVM JIT provider (llvmjit.so) and the bitcode only it reads, in a tree "
+        "without libLLVM (the postgres spec excludes libllvm19): llvmjit.so has libLLVM in "
+        "DT_NEEDED, so it can never load (the build's shared-library check, "
+        "build/elfcheck.py, found it). PostgreSQL probes the provider file first and quietly "
+        "runs without JIT when it is absent (jit.c, provider_init), whereas a provider that is "
+        "present but cannot load fails every query that jit=on would compile",
+        r"usr/lib/postgresql/[^/]+/lib/(?:llvmjit\.so$|llvmjit_types\.bc$|bitcode/)",
+        when=_without_llvm,
+    ),
 )
 
 
-def rule_for(rel: str) -> PruneRule | None:
-    return next((r for r in PRUNE_RULES if r.matches(rel)), None)
+def rule_for(rel: str, rules: Sequence[PruneRule] = PRUNE_RULES) -> PruneRule | None:
+    return next((r for r in rules if r.matches(rel)), None)
+
+
+def active_rules(paths: Collection[str]) -> tuple[PruneRule, ...]:
+    """The rules that apply to a tree holding ``paths`` (see :attr:`PruneRule.when`)."""
+    return tuple(r for r in PRUNE_RULES if r.when is None or r.when(paths))
 
 
 @dataclass(frozen=True)
@@ -111,11 +147,12 @@ def prune(
     removed: dict[str, int] = {r.name: 0 for r in PRUNE_RULES}
     removed_bytes: dict[str, int] = {r.name: 0 for r in PRUNE_RULES}
     touched_dirs: set[str] = set()
+    rules = active_rules(layer_of)
     for rel in sorted(layer_of):
         full = root / rel
         if full.is_dir() and not full.is_symlink():
             continue
-        rule = rule_for(rel)
+        rule = rule_for(rel, rules)
         if rule is None:
             continue
         if full.is_file() and not full.is_symlink():

@@ -14,7 +14,7 @@ import sys
 import click
 
 from hardflow import __version__
-from hardflow.cli import audit, bench, build, checkdags, deploy, lock, run, sbom, sign
+from hardflow.cli import audit, bench, build, checkdags, deploy, diff, lock, run, sbom, sign
 from hardflow.cli.console import err, print_error
 from hardflow.errors import HardflowError
 
@@ -39,6 +39,7 @@ def _register_commands(group: click.Group) -> None:
         sbom.sbom,
         sign.keygen, sign.sign, sign.verify, sign.push,
         audit.audit, deploy.deploy, bench.bench, checkdags.check_dags_cmd,
+        diff.diff,
     )  # fmt: skip
     for command in commands:
         group.add_command(command)

@@ -8,13 +8,24 @@ bind-mounted read-only into the tmpfs ``/tmp``: the loader need not be in the im
 needs no metadata database; the SQLite URL points into the tmpfs should a code path open one
 anyway. The interpreter runs without ``-I``: images that install Airflow in a user site or
 through ``PYTHONPATH`` must keep them.
+
+:func:`check_built_image` checks a fresh build's baked DAG folder (``hardflow build``): the
+loader reads the DAG and plugin folders the image itself holds (nothing is mounted but the
+loader), with AIRFLOW_HOME in the tmpfs ``/tmp``. With podman the build's OCI layout is loaded
+under a name of its own (see :func:`_in_engine`), never the user's NAME:TAG; docker loads the
+docker-archive, which names the image NAME:TAG as ``build --load`` would.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import re
 import secrets
-from collections.abc import Callable
+import stat
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,9 +64,29 @@ class CheckRequest:
     fix: bool = False
     unsafe_fixes: bool = False
     user: str = DEFAULT_USER
+    # The DAG and plugin folders the image holds itself (a build's baked folders): nothing
+    # is mounted, ``folder`` is the host copy findings are reported against (ruff reads it).
+    image_dags: str | None = None
+    image_plugins: str | None = None
+
+    @property
+    def container_dags(self) -> str:
+        return self.image_dags or CONTAINER_DAGS
 
 
-def loader_env() -> dict[str, str]:
+BUILT_HOME = "/tmp"  # AIRFLOW_HOME of a built image's check: the tmpfs, the image's own untouched
+
+
+def loader_env(req: CheckRequest | None = None) -> dict[str, str]:
+    if req is not None and req.image_dags:
+        env = {
+            "AIRFLOW_HOME": BUILT_HOME,
+            "AIRFLOW__CORE__DAGS_FOLDER": req.image_dags,
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        }
+        if req.image_plugins:
+            env["AIRFLOW__CORE__PLUGINS_FOLDER"] = req.image_plugins
+        return {**loader_env(), **env}
     return {
         "AIRFLOW_HOME": AIRFLOW_HOME,
         "AIRFLOW__CORE__DAGS_FOLDER": CONTAINER_DAGS,
@@ -71,25 +102,24 @@ def container_name() -> str:
     return f"hardflow-dagcheck-{os.getpid()}-{secrets.token_hex(4)}"
 
 
-def loader_run_options(
-    req: CheckRequest, folder: Path, name: str, loader: Path
-) -> RunOptions:
+def loader_run_options(req: CheckRequest, folder: Path, name: str, loader: Path) -> RunOptions:
     """The hardened, network-less, attached, self-removing run of the loader (pure)."""
+    in_image = bool(req.image_dags)
+    binds: tuple[BindMount, ...] = (BindMount(loader, CONTAINER_LOADER, read_only=True),)
+    if not in_image:
+        binds = (BindMount(folder, CONTAINER_DAGS, read_only=True), *binds)
     return RunOptions(
         image=req.image,
         name=name,
-        command=(CONTAINER_LOADER, CONTAINER_DAGS),
+        command=(CONTAINER_LOADER, req.container_dags),
         entrypoint=req.python,
         user=req.user,
         read_only=True,
         cap_drop_all=True,
         no_new_privileges=True,
-        tmpfs=("/tmp", AIRFLOW_HOME),
-        binds=(
-            BindMount(folder, CONTAINER_DAGS, read_only=True),
-            BindMount(loader, CONTAINER_LOADER, read_only=True),
-        ),
-        env=loader_env(),
+        tmpfs=("/tmp",) if in_image else ("/tmp", AIRFLOW_HOME),
+        binds=binds,
+        env=loader_env(req),
         labels={"io.hardflow.managed": "true", "io.hardflow.role": "check-dags"},
         detach=False,
         remove=True,
@@ -131,22 +161,22 @@ def load_in_image(engine: Engine, req: CheckRequest, folder: Path) -> LoadResult
                     hint="name the image's Python with --python (e.g. python3)",
                 ) from exc
             raise
-    return parse_load_report(extract_report(stdout, req.image), req.image)
+    return parse_load_report(extract_report(stdout, req.image), req.image, req.container_dags)
 
 
 def _air_count(diagnostics: list[dict[str, Any]]) -> int:
     return sum(1 for d in diagnostics if str(d.get("code") or "").startswith("AIR"))
 
 
-def check_dags(
-    engine: Engine, req: CheckRequest, on_progress: Progress = _quiet
-) -> CheckReport:
+def check_dags(engine: Engine, req: CheckRequest, on_progress: Progress = _quiet) -> CheckReport:
     """Load ``req.folder`` in ``req.image``, add ruff's AIR3 findings for Airflow 3 targets."""
     folder = preflight(engine, req)
     on_progress(f"loading {req.folder} with Airflow's DagBag in {req.image}")
     loaded = load_in_image(engine, req, folder)
-    air3 = req.airflow3_rules if req.airflow3_rules is not None else is_airflow3(
-        loaded.airflow_version
+    air3 = (
+        req.airflow3_rules
+        if req.airflow3_rules is not None
+        else is_airflow3(loaded.airflow_version)
     )
     notes: list[str] = []
     if not air3:
@@ -192,3 +222,95 @@ def check_dags(
         fixed=fixed,
         notes=tuple(notes),
     )
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """A fresh build whose baked DAG folder is to be checked in the image itself."""
+
+    layout: Path  # the build's OCI layout (podman loads it)
+    archive: Path | None  # its docker-archive (docker loads it)
+    reference: str  # NAME:TAG of the image
+    dags: Path  # the baked DAG folder on the host: findings are relative to it
+    image_dags: str  # the same folder in the image
+    image_plugins: str  # the plugin folder in the image (baked or not)
+
+
+def _check_dir() -> Path:
+    """This user's folder for the links podman loads checked images through (0700, owned)."""
+    base = Path(tempfile.gettempdir())
+    if not re.fullmatch(r"[a-z0-9][a-z0-9/._-]*", str(base).lstrip("/")):
+        base = Path("/tmp")  # podman names the image after the path: lower case only
+    path = base / f"hardflow-check-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise DagCheckInputError(
+            f"{path} is not a private folder of this user (uid {os.getuid()}): the DAG check "
+            "loads images through links in it",
+            hint="remove it, or point TMPDIR at another folder",
+        )
+    return path
+
+
+def check_name(reference: str) -> str:
+    """The file name of the link a checked image is loaded through (one per NAME:TAG)."""
+    return re.sub(r"[^a-z0-9]+", "-", reference.lower()).strip("-") or "image"
+
+
+@contextlib.contextmanager
+def _in_engine(engine: Engine, built: BuiltImage, on_progress: Progress) -> Iterator[str]:
+    """The image's reference in the engine for the duration of the block.
+
+    podman: the layout is loaded through a link ``$TMPDIR/hardflow-check-UID/NAME-TAG``, so
+    the image is named after that path (never the user's NAME:TAG); layers already in the
+    store are not copied again. The image checked before under that name is removed when
+    nothing else names it: its layers shared with the new image stay, so the next check
+    loads only what changed. docker: the docker-archive is loaded (named NAME:TAG).
+    """
+    if engine.name == "docker":
+        if built.archive is None:
+            raise DagCheckInputError(
+                "docker needs the build's docker-archive to check its DAGs, and there is none",
+                hint="skip the check with --no-check-dags",
+            )
+        on_progress("loading the image into docker")
+        yield eng.load_archive(engine, built.archive)
+        return
+    folder = _check_dir()
+    link = folder / check_name(built.reference)
+    with open(folder / ".lock", "a+b") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # one check per NAME:TAG at a time
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(built.layout.resolve(), target_is_directory=True)
+        before = eng.image_info(engine, f"localhost{link}")  # podman's name for the link
+        on_progress("loading the image into podman (only new layers are copied)")
+        ref = eng.load_layout(engine, link)
+        after = eng.image_info(engine, ref)
+        old, new = (before or ("",))[0], (after or ("",))[0]
+        if old and old != new and eng.image_info(engine, old) == (old, ()):
+            # the previous check's image, named by nothing now (a container keeps it)
+            with contextlib.suppress(EngineError):
+                eng.remove_image(engine, old)
+        yield ref
+
+
+def check_built_image(
+    engine: Engine,
+    built: BuiltImage,
+    python: str = DEFAULT_PYTHON,
+    on_progress: Progress = _quiet,
+) -> CheckReport:
+    """Load the baked DAG folder with Airflow's DagBag inside the freshly built image (and,
+    for Airflow 3, add ruff's AIR3 findings on the host copy), as ``check-dags`` would."""
+    with _in_engine(engine, built, on_progress) as ref:
+        req = CheckRequest(
+            folder=built.dags,
+            image=ref,
+            python=python,
+            image_dags=built.image_dags,
+            image_plugins=built.image_plugins,
+        )
+        return check_dags(engine, req, on_progress)

@@ -1,9 +1,10 @@
 """Debian archive indices, verified end to end.
 
 Trust chain: ``InRelease`` is checked by ``gpgv`` against a keyring the user chose; only the text
-gpgv prints as verified is parsed. The verified Release names the sha256 and size of each
-``Packages`` index, which is downloaded, checked against them and only then parsed. Every
-``.deb`` later carries the sha256 its verified ``Packages`` stanza gave.
+gpgv prints as verified is parsed (:func:`load_release`). The verified Release names the sha256
+and size of each ``Packages`` index, which is downloaded, checked against them and only then
+parsed (and of each ``Contents`` index, which :mod:`hardflow.debian.contents` reads the same
+way). Every ``.deb`` later carries the sha256 its verified ``Packages`` stanza gave.
 
 The archive's location is always a parameter (``base_url``); nothing here knows a host name.
 """
@@ -300,17 +301,34 @@ def _fetch_index(
     )
 
 
-def load_suite(
-    base_url: str,
-    suite: str,
-    components: Sequence[str],
-    arch: str,
-    keyring: Path,
-    download: Downloader,
-) -> SuiteIndex:
-    """Fetch, verify and parse the ``Packages`` indices of one suite."""
-    base = base_url.rstrip("/")
-    dist = f"{base}/dists/{suite}"
+@dataclass(frozen=True)
+class VerifiedRelease:
+    """The signed Release of one suite, after gpgv and the suite and expiry checks."""
+
+    suite: str
+    dist_url: str  # <base>/dists/<suite>: the files the Release lists are below it
+    date: str  # the Date field
+    epoch: int  # the same as a Unix timestamp
+    files: dict[str, tuple[str, int]]  # listed path (main/Contents-amd64.gz) -> (sha256, size)
+    by_hash: bool = False  # Acquire-By-Hash: each file is also served as <dir>/by-hash/SHA256/<hex>
+
+    def urls(self, path: str) -> tuple[str, ...]:
+        """Where the listed ``path`` is served: by its hash first (a mirror mid-update still
+        serves the bytes this Release names there), then by its name."""
+        plain = f"{self.dist_url}/{path}"
+        if not self.by_hash or path not in self.files:
+            return (plain,)
+        directory = path.rsplit("/", 1)[0] if "/" in path else ""
+        prefix = f"{self.dist_url}/{directory}/" if directory else f"{self.dist_url}/"
+        return (f"{prefix}by-hash/SHA256/{self.files[path][0]}", plain)
+
+
+def load_release(base_url: str, suite: str, keyring: Path, download: Downloader) -> VerifiedRelease:
+    """Fetch ``InRelease`` of ``suite``, verify it with gpgv and check it (suite, expiry, Date).
+
+    Only files the returned Release lists, with its sha256 and size, may be trusted.
+    """
+    dist = f"{base_url.rstrip('/')}/dists/{suite}"
     url = f"{dist}/InRelease"
     signed = download(url)
     text = gpgv_verify(signed, keyring, f"suite {suite!r} ({url})")
@@ -320,7 +338,21 @@ def load_suite(
     if not date:
         raise TrustError(f"{url}: signed Release has no Date field")
     epoch = parse_release_date(date, f"{url} Date")
-    entries = parse_sha256_list(release)
+    by_hash = str(release.get("Acquire-By-Hash", "")).strip().lower() == "yes"
+    return VerifiedRelease(suite, dist, date, epoch, parse_sha256_list(release), by_hash)
+
+
+def load_suite(
+    base_url: str,
+    suite: str,
+    components: Sequence[str],
+    arch: str,
+    keyring: Path,
+    download: Downloader,
+) -> SuiteIndex:
+    """Fetch, verify and parse the ``Packages`` indices of one suite."""
+    release = load_release(base_url, suite, keyring, download)
+    dist, date, epoch, entries = release.dist_url, release.date, release.epoch, release.files
     packages: list[PackageRecord] = []
     for component in components:
         index_url, raw = _fetch_index(

@@ -17,12 +17,16 @@ Rules, in order of application:
   highest satisfying version), else a provider (by Priority as apt does — ``mawk`` before
   ``gawk`` for ``awk`` — then by name, highest version first).
 * A group that cannot be met raises :class:`ResolveError` naming the chain that required it.
+* *Preferred* versions (the pins of an existing lock, for ``lock --update --only``) come first
+  among the candidates of their name. When a preferred version turns out not to fit (a newer
+  package needs a newer one), the closure is computed again without that preference: it moves
+  only as far as it must.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from debian.deb822 import PkgRelation
@@ -128,8 +132,11 @@ def _parse_provides(text: str) -> list[tuple[str, str | None]]:
 class _Universe:
     """All candidate records, by name and by what they provide."""
 
-    def __init__(self, indices: Sequence[SuiteIndex], arch: str) -> None:
+    def __init__(
+        self, indices: Sequence[SuiteIndex], arch: str, prefer: Mapping[str, str] | None = None
+    ) -> None:
         self.arch = arch
+        self.prefer = dict(prefer or {})
         self.suites = [i.suite for i in indices]
         by_name: dict[str, list[PackageRecord]] = {}
         seen: set[tuple[str, str]] = set()
@@ -179,7 +186,25 @@ class _Universe:
                 pversion is not None and version_satisfies(pversion, alt.op, alt.version)
             ):
                 found.append(rec)
-        return found
+        return self._preferred_first(found) if self.prefer else found
+
+    def _preferred_first(self, found: list[PackageRecord]) -> list[PackageRecord]:
+        """``found`` with each name's preferred version moved ahead of that name's others."""
+        by_name: dict[str, list[PackageRecord]] = {}
+        for rec in found:
+            by_name.setdefault(rec.name, []).append(rec)
+        out: list[PackageRecord] = []
+        for name, records in by_name.items():
+            wanted = self.prefer.get(name)
+            out += sorted(records, key=lambda r: r.version != wanted)  # stable: else as found
+        return out
+
+    def preferred_not_newest(self, rec: PackageRecord) -> bool:
+        """Was ``rec`` chosen for a preference while a newer version of it exists?"""
+        if self.prefer.get(rec.name) != rec.version:
+            return False
+        newest = self.by_name.get(rec.name, [rec])[0]
+        return newest.version != rec.version
 
     def met_by(self, alt: Alternative, rec: PackageRecord) -> bool:
         if rec.name == alt.name and version_satisfies(rec.version, alt.op, alt.version):
@@ -234,14 +259,37 @@ def _chain(names: Iterable[str]) -> str:
     return " → ".join(names)
 
 
+class _PreferenceClash(Exception):
+    """A preferred (older) version of ``name`` cannot meet a dependency: drop the preference."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
 def resolve_closure(
     indices: Sequence[SuiteIndex],
     wanted: Sequence[str],
     excludes: Collection[str],
     arch: str,
+    prefer: Mapping[str, str] | None = None,
 ) -> list[PackageRecord]:
-    """The packages ``wanted`` needs (Depends + Pre-Depends, transitively), sorted by name."""
-    universe = _Universe(indices, arch)
+    """The packages ``wanted`` needs (Depends + Pre-Depends, transitively), sorted by name.
+
+    ``prefer`` maps package names to versions to keep where they still fit (an existing
+    lock's pins); every other name gets its highest version.
+    """
+    preferences = dict(prefer or {})
+    while True:
+        try:
+            return _closure(_Universe(indices, arch, preferences), wanted, excludes, arch)
+        except _PreferenceClash as clash:
+            del preferences[clash.name]  # move it, and try again
+
+
+def _closure(
+    universe: _Universe, wanted: Sequence[str], excludes: Collection[str], arch: str
+) -> list[PackageRecord]:
     excluded = frozenset(excludes)
     selected: dict[str, PackageRecord] = {}
     chains: dict[str, tuple[str, ...]] = {}
@@ -288,6 +336,10 @@ def resolve_closure(
                 if choice is not None:
                     break
             if choice is None:
+                for alt in group:
+                    held = selected.get(alt.name)
+                    if held is not None and universe.preferred_not_newest(held):
+                        raise _PreferenceClash(held.name)
                 reasons = []
                 for alt in group:
                     clash = selected.get(alt.name)

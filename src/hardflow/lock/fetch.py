@@ -41,6 +41,7 @@ import platformdirs
 from hardflow import __version__
 from hardflow.errors import FetchError, TrustError
 from hardflow.fsutil import atomic_output, lstat_confined, unlink_confined
+from hardflow.lock.model import LockedWheel
 
 USER_AGENT = f"hardflow/{__version__}"
 CHUNK = 1 << 20
@@ -60,6 +61,10 @@ def ssl_context() -> ssl.SSLContext:
         if bundle and os.path.isfile(bundle):
             ctx.load_verify_locations(cafile=bundle)
     return ctx
+
+
+class _LocalMismatch(Exception):
+    """A local copy of an artifact has another digest (the text says which file, which one)."""
 
 
 class NotFound(FetchError):
@@ -206,9 +211,7 @@ def _read_all(resp: http.client.HTTPResponse, write: Callable[[bytes], None]) ->
     return declared is not None
 
 
-def _with_retries(
-    url: str, label: str, policy: RetryPolicy, attempt: Callable[[], _T]
-) -> _T:
+def _with_retries(url: str, label: str, policy: RetryPolicy, attempt: Callable[[], _T]) -> _T:
     """Run ``attempt`` until it succeeds, a permanent error is raised, or tries run out."""
     reasons: list[str] = []
     for tried in range(1, max(policy.attempts, 1) + 1):
@@ -252,12 +255,47 @@ def http_get(
 
 @dataclass(frozen=True)
 class Artifact:
-    """One file to fetch: a label for messages, its digest, and where it may be found."""
+    """One file to fetch: a label for messages, its digest, and where it may be found.
+
+    ``local``: files on this machine to copy it from instead of downloading (a wheel of the
+    spec's find-links folders); tried in order, each checked against ``sha256``.
+    """
 
     label: str
     sha256: str
     size: int  # 0: not known
     urls: Callable[[], Sequence[str]]  # computed lazily: not needed when cached or offline
+    local: tuple[Path, ...] = ()
+
+
+_PLAIN_WHEEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+!_\-]*\.whl")
+
+
+def find_links_artifact(wheel: LockedWheel, folders: Sequence[str]) -> Artifact:
+    """The artifact of a wheel locked from the spec's find-links ``folders``.
+
+    The lock names it by file name only; the candidates are that name in each folder, so a
+    lock can never point at a file outside them (the name is checked again here: one plain
+    file name, no separator, no leading dot).
+    """
+    if not _PLAIN_WHEEL.fullmatch(wheel.filename):
+        raise FetchError(
+            f"{wheel.filename!r}: not a plain wheel file name; a lock entry from find-links "
+            "names a file in a find-links folder, nothing else"
+        )
+    if not folders:
+        raise FetchError(
+            f"{wheel.filename}: the lock takes it from [python] find-links, "
+            "but the spec names no find-links folder",
+            hint="add the folder to [python] find-links, or run `hardflow lock` again",
+        )
+    return Artifact(
+        label=wheel.filename,
+        sha256=wheel.sha256,
+        size=wheel.size,
+        urls=list,
+        local=tuple(Path(folder) / wheel.filename for folder in folders),
+    )
 
 
 class _Partial:
@@ -326,6 +364,8 @@ class Cache:
                     progress(art.size or st.st_size)
                 return path
             unlink_confined(self.root, rel)  # corrupt or not a file: drop it and fetch again
+        if art.local:
+            return self._copy_local(art, path)
         if self.offline:
             raise FetchError(
                 f"{art.label}: not in the cache ({self.root}) and --offline was given",
@@ -352,6 +392,45 @@ class Cache:
             raise failures[0]
         reasons = "; ".join(e.message.removeprefix(f"{art.label}: ") for e in failures)
         raise FetchError(f"{art.label}: download failed: {reasons or 'no location is known'}")
+
+    def _copy_local(self, art: Artifact, path: Path) -> Path:
+        """Copy the first of ``art.local`` whose sha256 is the locked one into the cache."""
+        mismatches: list[str] = []
+        for source in art.local:
+            try:
+                # atomic_output: a copy whose digest differs is dropped, never renamed in
+                with source.open("rb") as fh, atomic_output(path, 0o644) as out:
+                    digest = hashlib.sha256()
+                    size = 0
+                    while chunk := fh.read(CHUNK):
+                        digest.update(chunk)
+                        size += len(chunk)
+                        out.write(chunk)
+                    actual = digest.hexdigest()
+                    if actual != art.sha256:
+                        raise _LocalMismatch(f"{source}: sha256 {actual} ({size} bytes)")
+                return path
+            except FileNotFoundError:
+                continue
+            except _LocalMismatch as exc:
+                mismatches.append(str(exc))
+            except OSError as exc:
+                mismatches.append(f"{source}: cannot read ({exc.strerror or exc})")
+        if not mismatches:
+            raise FetchError(
+                f"{art.label}: the lock takes this wheel from [python] find-links, but it is "
+                f"in none of its folders (looked for {', '.join(str(p) for p in art.local)})",
+                hint="put the wheel the lock was made with back into the folder, or run "
+                "`hardflow lock --update` to lock the wheels the folder has now",
+            )
+        sizes = f" ({art.size} bytes)" if art.size else ""
+        raise TrustError(
+            f"{art.label}: the wheel in the find-links folder differs from the lock\n"
+            f"  expected sha256 {art.sha256}{sizes}\n"
+            + "".join(f"  found    {m}\n" for m in mismatches).rstrip("\n"),
+            hint="the file changed since the lock was made: do not use it unchecked; put the "
+            "locked file back, or re-lock with `hardflow lock --update --only NAME`",
+        )
 
     def _download(
         self,

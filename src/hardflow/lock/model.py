@@ -41,6 +41,10 @@ class LockedDeb:
         return "security" if self.suite.endswith("-security") else "main"
 
 
+FIND_LINKS = "find-links"
+"""``LockedWheel.origin`` of a wheel taken from the spec's ``[python] find-links`` folders."""
+
+
 @dataclass(frozen=True)
 class LockedWheel:
     name: str  # canonical (PEP 503) project name
@@ -48,6 +52,14 @@ class LockedWheel:
     filename: str
     sha256: str
     size: int
+    # Where the build fetches it: "" = the host's package indexes; FIND_LINKS = a folder of the
+    # spec's [python] find-links (by file name: the lock never holds a host path). Written to
+    # the lock file only when set, so locks without local wheels read as before.
+    origin: str = ""
+
+    @property
+    def from_find_links(self) -> bool:
+        return self.origin == FIND_LINKS
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,9 @@ class Lock:
     def to_json(self) -> str:
         data: dict[str, Any] = {"lock_version": LOCK_VERSION, **asdict(self)}
         data["debs"] = sorted(data["debs"], key=lambda d: d["name"])
+        for wheel in data["wheels"]:
+            if not wheel["origin"]:
+                del wheel["origin"]
         data["wheels"] = sorted(data["wheels"], key=lambda w: w["name"])
         return json.dumps(data, indent=1, sort_keys=True) + "\n"
 
@@ -143,6 +158,9 @@ class _Object:
             f"found {_describe(found)}",
             hint=_REWRITE,
         )
+
+    def has(self, key: str) -> bool:
+        return key in self.data
 
     def _get(self, key: str) -> object:
         if key not in self.data:
@@ -221,12 +239,18 @@ def _wheel(origin: str, index: int, value: object) -> LockedWheel:
         raise entry.fail("filename", expected, filename) from None
     if project != name or file_version != parsed_version:
         raise entry.fail("filename", expected, filename)
+    origin = ""
+    if entry.has("origin"):  # absent: the package indexes
+        origin = entry.string(
+            "origin", re.escape(FIND_LINKS), f"{FIND_LINKS!r} (or no 'origin' key: an index)"
+        )
     return LockedWheel(
         name=name,
         version=version,
         filename=filename,
         sha256=entry.string("sha256", _HEX64, "a sha256 digest (64 lowercase hex digits)"),
         size=entry.integer("size"),
+        origin=origin,
     )
 
 

@@ -1,5 +1,6 @@
-"""Python packages: lock with uv (``resolve``), locate locked wheels (``index``), install them
-into the image tree for the target interpreter (``install``)."""
+"""Python packages: lock with uv (``resolve``), check the result and explain a missing wheel
+(``checks``), locate locked wheels (``index``), install them into the image tree for the target
+interpreter (``install``)."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ import tempfile
 import tomllib
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -429,6 +429,29 @@ def wheel_url(
         + "; ".join(tried),
         hint="the lock may pin a file the index no longer serves: run `hardflow lock --update`",
     )
+
+
+def files_with_digests(
+    config: IndexConfig, name: str, digests: Collection[str], download: Download
+) -> dict[str, str]:
+    """The file names the indexes list for project ``name`` under these sha256 hex digests.
+
+    Best effort, for messages (which file a requirements file's ``--hash`` is of): an index
+    that cannot be read is passed over.
+    """
+    wanted = {d.lower() for d in digests}
+    found: dict[str, str] = {}
+    for index in index_urls(config):
+        page = index.rstrip("/") + f"/{canonicalize_name(name)}/"
+        try:
+            files = _project_files(page, download)
+        except (FetchError, OSError, ValueError) as exc:
+            log.debug("%s: %s", page, exc)
+            continue
+        for f in files:
+            if f.sha256 and f.sha256.lower() in wanted:
+                found.setdefault(f.sha256.lower(), f.filename)
+    return found
 
 
 def _reason(exc: BaseException) -> str:

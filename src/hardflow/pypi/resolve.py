@@ -6,12 +6,18 @@ fits the platform. Then :func:`select_wheel` picks the single most specific one 
 ``packaging.tags``, in the order the target interpreter itself would prefer.
 
 Previous pins are kept (unless ``upgrade``) by writing them as the existing output file:
-uv prefers the versions it finds in the ``-o`` file it is about to rewrite.
+uv prefers the versions it finds in the ``-o`` file it is about to rewrite; ``upgrade_packages``
+frees just those (uv's ``--upgrade-package``), the others move only when they must.
+
+Local wheel folders (the spec's ``[python] find-links``) are offered to uv next to the host's
+indexes; a wheel picked from one is hashed here and locked by file name with the origin
+``find-links``, never by its host path.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import re
@@ -20,8 +26,8 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -31,7 +37,8 @@ from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from hardflow.errors import ResolveError
-from hardflow.lock.model import LockedWheel
+from hardflow.lock.model import FIND_LINKS, LockedWheel
+from hardflow.pypi.checks import no_wheel_error, sdist_only_error
 from hardflow.pypi.index import IndexConfig, uv_binary
 
 log = logging.getLogger(__name__)
@@ -117,6 +124,7 @@ class PylockWheel:
     filename: str
     sha256: str
     size: int
+    location: str = ""  # the url or path uv wrote
 
 
 @dataclass(frozen=True)
@@ -145,6 +153,7 @@ def parse_pylock(text: str, origin: str = "pylock.toml") -> list[PylockPackage]:
                     filename=_wheel_filename(w),
                     sha256=str(w.get("hashes", {}).get("sha256", "")),
                     size=int(w.get("size", 0) or 0),
+                    location=str(w.get("url") or w.get("path") or ""),
                 )
                 for w in pkg.get("wheels", [])
             )
@@ -171,21 +180,84 @@ def preferences_txt(previous: Sequence[LockedWheel]) -> str:
     return "".join(f"{w.name}=={w.version}\n" for w in sorted(previous, key=lambda w: w.name))
 
 
-def pick_wheels(packages: Sequence[PylockPackage], tags: Sequence[Tag]) -> tuple[LockedWheel, ...]:
-    """One LockedWheel per resolved package, sorted by name."""
+def _local_file(location: str) -> Path | None:
+    """The local file a pylock wheel entry names (``file://`` URL or path), None if remote."""
+    parsed = urlparse(location)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "" and location:
+        return Path(location)
+    return None
+
+
+def _find_links_file(wheel: PylockWheel, folders: Sequence[str]) -> Path | None:
+    """The file of ``wheel`` when it comes from one of the spec's find-links ``folders``."""
+    local = _local_file(wheel.location)
+    if local is None or not folders:
+        return None
+    for folder in folders:
+        base = Path(folder).resolve()
+        candidate = local if local.is_absolute() else base / local
+        if candidate.name == wheel.filename and candidate.parent.resolve() == base:
+            return base / wheel.filename
+    return None
+
+
+def _hash_file(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+    except OSError as exc:
+        raise ResolveError(f"cannot read local wheel {path}: {exc.strerror or exc}") from None
+    return digest.hexdigest(), size
+
+
+def pick_wheels(
+    packages: Sequence[PylockPackage],
+    tags: Sequence[Tag],
+    find_links: Sequence[str] = (),
+    target: tuple[str, str] = ("", ""),
+    direct: Collection[str] = (),
+) -> tuple[LockedWheel, ...]:
+    """One LockedWheel per resolved package, sorted by name.
+
+    A wheel taken from one of the ``find_links`` folders is hashed here (uv's digest must
+    agree) and locked with the origin ``find-links``. ``target`` (python version, platform)
+    and ``direct`` (the direct requirements' names) shape the no-wheel message.
+    """
     out = []
     for pkg in packages:
         by_name = {w.filename: w for w in pkg.wheels}
         if not by_name:
-            what = "only a source distribution" if pkg.has_sdist else "no files"
+            if pkg.has_sdist:
+                raise sdist_only_error(pkg.name, pkg.version, *target, direct=direct)
             raise ResolveError(
-                f"{pkg.name} {pkg.version}: {what}; a binary wheel is required",
+                f"{pkg.name} {pkg.version}: uv listed no files for it; a binary wheel is required",
                 hint="pin another version that ships a wheel, or drop the requirement",
             )
         chosen = by_name[select_wheel(f"{pkg.name} {pkg.version}", list(by_name), tags)]
+        local = _find_links_file(chosen, find_links)
+        if local is not None:
+            sha256, size = _hash_file(local)
+            if chosen.sha256 and chosen.sha256 != sha256:
+                raise ResolveError(
+                    f"{local}: changed while it was locked (uv read sha256 {chosen.sha256}, "
+                    f"now {sha256})",
+                    hint="run `hardflow lock` again once the wheel folder is stable",
+                )
+            chosen = replace(chosen, sha256=sha256, size=size)
         if not re.fullmatch(r"[0-9a-f]{64}", chosen.sha256):
             raise ResolveError(f"{chosen.filename}: uv reported no sha256 for it")
-        out.append(LockedWheel(pkg.name, pkg.version, chosen.filename, chosen.sha256, chosen.size))
+        out.append(
+            LockedWheel(
+                pkg.name, pkg.version, chosen.filename, chosen.sha256, chosen.size,
+                origin=FIND_LINKS if local is not None else "",
+            )
+        )  # fmt: skip
     return tuple(sorted(out, key=lambda w: w.name))
 
 
@@ -261,8 +333,15 @@ def run_uv_compile(
     upgrade: bool,
     preferences: str | None,
     excludes: Sequence[str] = (),
+    find_links: Sequence[str] = (),
+    upgrade_packages: Sequence[str] = (),
+    direct: Collection[str] = (),
 ) -> str:
-    """Run ``uv pip compile`` and return the pylock.toml text it wrote."""
+    """Run ``uv pip compile`` and return the pylock.toml text it wrote.
+
+    ``upgrade_packages`` (with ``preferences``): those distributions are resolved afresh,
+    the others stay at their preferred versions unless the new ones force them to move.
+    """
     with tempfile.TemporaryDirectory(prefix="hardflow-lock-") as tmp:
         req = Path(tmp) / "requirements.in"
         req.write_text("\n".join(requirements) + "\n", encoding="utf-8")
@@ -274,6 +353,8 @@ def run_uv_compile(
             "--python", sys.executable, "--no-python-downloads",
             *config.uv_args(),
         ]  # fmt: skip
+        for folder in find_links:
+            common += ["--find-links", folder]
         if excludes:
             overrides = Path(tmp) / "excludes.txt"
             overrides.write_text(exclude_overrides(excludes), encoding="utf-8")
@@ -284,10 +365,11 @@ def run_uv_compile(
             # turns those exact versions into a pylock with every file's hash.
             pins = Path(tmp) / "pins.txt"
             pins.write_text(preferences, encoding="utf-8")
+            frees = [arg for name in upgrade_packages for arg in ("--upgrade-package", name)]
             _run_uv(
                 [uv_binary(), "pip", "compile", str(req), "--output-file", str(pins),
-                 "--format", "requirements.txt", *common],
-                tmp, python_version, platform,
+                 "--format", "requirements.txt", *common, *frees],
+                tmp, python_version, platform, direct,
             )  # fmt: skip
             extra = ["--constraint", str(pins)]
         cmd = [
@@ -296,11 +378,13 @@ def run_uv_compile(
         ]  # fmt: skip
         if upgrade:
             cmd.append("--upgrade")
-        _run_uv(cmd, tmp, python_version, platform)
+        _run_uv(cmd, tmp, python_version, platform, direct)
         return out.read_text(encoding="utf-8")
 
 
-def _run_uv(cmd: list[str], tmp: str, python_version: str, platform: str) -> None:
+def _run_uv(
+    cmd: list[str], tmp: str, python_version: str, platform: str, direct: Collection[str] = ()
+) -> None:
     log.debug("running %s", " ".join(cmd))
     started = time.monotonic()
     try:
@@ -309,6 +393,9 @@ def _run_uv(cmd: list[str], tmp: str, python_version: str, platform: str) -> Non
         raise ResolveError(f"cannot run uv ({cmd[0]}): {exc}") from None
     log.debug("uv pip compile took %.1fs", time.monotonic() - started)
     if proc.returncode != 0:
+        no_wheel = no_wheel_error(proc.stderr, python_version, platform, direct)
+        if no_wheel is not None:
+            raise no_wheel
         raise ResolveError(
             f"uv could not resolve the Python requirements for Python {python_version} "
             f"on {platform}:\n{_trim(proc.stderr)}",
@@ -326,22 +413,37 @@ def resolve(
     upgrade: bool = False,
     previous: Sequence[LockedWheel] = (),
     excludes: Sequence[str] = (),
+    find_links: Sequence[str] = (),
+    upgrade_packages: Sequence[str] = (),
 ) -> tuple[LockedWheel, ...]:
     """Lock ``requirements`` for CPython ``python_version`` on ``arch`` with ``glibc``.
 
     Returns one wheel per package of the resolution, sorted by name. Previous pins are
-    preferred unless ``upgrade``. Distributions in ``excludes`` are left out even when a
-    requirement depends on them.
+    preferred unless ``upgrade``; ``upgrade_packages`` are moved to their newest versions
+    while the other previous pins are kept where they still fit. Distributions in
+    ``excludes`` are left out even when a requirement depends on them. Wheels in the
+    ``find_links`` folders are offered next to the indexes. A distribution without a wheel
+    for the target raises :class:`LockError` naming it and the ways out.
     """
     reqs = _check_requirements(requirements)
     if not reqs:
         return ()
     check_excludes(reqs, excludes)
+    for folder in find_links:
+        if not Path(folder).is_dir():
+            raise ResolveError(
+                f"python.find-links: {folder} is not a folder",
+                hint="create it and put the wheels in it, or remove it from [python] find-links",
+            )
+    direct = {canonicalize_name(Requirement(r).name) for r in reqs}
     tags = target_tags(python_version, glibc, arch)
     platform = uv_platform(glibc, arch)
     prefs = preferences_txt(previous) if previous and not upgrade else None
     text = run_uv_compile(
         reqs, python_version, platform, config, upgrade=upgrade, preferences=prefs,
-        excludes=excludes,
+        excludes=excludes, find_links=find_links,
+        upgrade_packages=[canonicalize_name(n) for n in upgrade_packages], direct=direct,
+    )  # fmt: skip
+    return pick_wheels(
+        parse_pylock(text), tags, find_links, target=(python_version, platform), direct=direct
     )
-    return pick_wheels(parse_pylock(text), tags)

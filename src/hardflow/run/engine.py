@@ -324,6 +324,28 @@ def image_exists(engine: Engine, ref: str) -> bool:
     return proc.returncode == 0
 
 
+def load_layout(engine: Engine, layout: Path) -> str:
+    """Load an OCI layout directory (podman only) and return the name podman gives it (from
+    the directory's path). Layers already in the store are not copied again."""
+    if engine.name != "podman":
+        raise EngineError(f"{engine.name} cannot load an OCI layout directory ({layout})")
+    return parse_loaded_ref(_call([engine.path, "load", "-i", str(layout)], timeout=1800).stdout)
+
+
+def image_info(engine: Engine, ref: str) -> tuple[str, tuple[str, ...]] | None:
+    """(ID, names) of the local image ``ref``; None when there is none."""
+    fmt = "{{.Id}}{{range .RepoTags}} {{.}}{{end}}"
+    argv = [engine.path, "image", "inspect", "--format", fmt, "--", check_image_ref(ref)]
+    proc = _call(argv, check=False)
+    parts = proc.stdout.split()
+    return (parts[0], tuple(parts[1:])) if proc.returncode == 0 and parts else None
+
+
+def remove_image(engine: Engine, ref: str) -> None:
+    """Remove the name (or image ID) ``ref``; the image goes when nothing else names it."""
+    _call([engine.path, "rmi", "--", check_image_ref(ref)])
+
+
 # ---------------------------------------------------------------------------------------------
 # containers
 
@@ -553,6 +575,8 @@ def probe_health(engine: Engine, name: str) -> HealthProbe:
     err = _trim(proc.stderr or proc.stdout, 3)
     if "no defined healthcheck" in err:
         return "none"
+    if "exceeded timeout" in err:  # a slow probe on a busy host: not healthy yet
+        return "unhealthy"
     raise EngineError(f"`podman healthcheck run {name}` failed: {err or 'no output'}")
 
 

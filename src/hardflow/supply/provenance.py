@@ -31,6 +31,7 @@ from hardflow.supply.sbom import (
 )
 from hardflow.supply.sbom.image import ImageSubject
 from hardflow.supply.sbom.inventory import deb_purl, pypi_purl
+from hardflow.supply.sbom.layermemo import DiskLayerMemo
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
@@ -148,7 +149,12 @@ def sbom_statement(image: ImageSubject, fmt: Format, sbom: dict[str, Any]) -> by
 
 
 def write_supply_chain(
-    built: ImageResult, source_date_epoch: int, lock: Lock, spec: ImageSpec, out_dir: Path
+    built: ImageResult,
+    source_date_epoch: int,
+    lock: Lock,
+    spec: ImageSpec,
+    out_dir: Path,
+    memo_dir: Path | None = None,
 ) -> dict[str, Path]:
     """Write the SBOMs and the attestations of a fresh build into ``out_dir``.
 
@@ -162,9 +168,12 @@ def write_supply_chain(
 
     Signing adds signatures to the envelopes later without changing their payloads. Returns
     the paths by key: ``spdx``, ``cyclonedx``, ``provenance``, ``spdx-attestation``,
-    ``cyclonedx-attestation``.
+    ``cyclonedx-attestation``. ``memo_dir``: where the build keeps what each layer holds for
+    the SBOM, by digest (:mod:`~hardflow.supply.sbom.layermemo`), so unchanged layers are not
+    read again.
     """
-    files = read_image(built.layout_dir)
+    memo = DiskLayerMemo(memo_dir) if memo_dir is not None else None
+    files = read_image(built.layout_dir, memo=memo)
     image = files.subject
     if image.manifest_digest != built.manifest_digest:
         raise BuildError(

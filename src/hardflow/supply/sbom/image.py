@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
 from hardflow.errors import ImageError
 from hardflow.oci.layer import Layer
@@ -30,6 +30,7 @@ _WANTED = re.compile(
     r"|.+\.dist-info/METADATA)"
 )
 _MAX_FILE = 16 << 20  # a METADATA or copyright file bigger than this is not one
+WANTED_PATTERN, MAX_FILE = _WANTED.pattern, _MAX_FILE  # what a layer's facts depend on
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,23 @@ class ImageSubject:
 
 
 @dataclass(frozen=True)
+class LayerRead:
+    """One layer as it was streamed (for comparing images: ``hardflow diff``)."""
+
+    digest: str  # the blob's sha256, as read
+    diff_id: str  # the uncompressed tar's sha256
+    size: int  # blob bytes
+    uncompressed_size: int  # tar bytes
+    compression: str  # gzip, zstd, none
+
+
+@dataclass(frozen=True)
 class ImageFiles:
     subject: ImageSubject
     files: Mapping[str, bytes]  # relevant regular files by relative path
     links: Mapping[str, str]  # relevant symlinks: relative path → link target
+    layers: tuple[LayerRead, ...] = ()  # bottom first
+    config: Mapping[str, Any] = field(default_factory=dict)  # the image config
 
 
 def wanted(path: str) -> bool:
@@ -93,6 +107,23 @@ class _Found:
     kind: str  # file, link, dir, other
     data: bytes = b""
     link: str = ""
+
+
+@dataclass(frozen=True)
+class LayerFacts:
+    """What the reader keeps from one layer: a pure function of the blob's bytes."""
+
+    entries: tuple[tuple[str, _Found], ...]
+    whiteouts: tuple[str, ...]
+    read: LayerRead
+
+
+class LayerMemo(Protocol):
+    """Layer facts kept by blob digest (``supply.sbom.layermemo``: a build's warm path)."""
+
+    def get(self, digest: str) -> LayerFacts | None: ...
+
+    def put(self, digest: str, facts: LayerFacts) -> None: ...
 
 
 def _layer_entries(stream: LayerStream) -> tuple[list[tuple[str, _Found]], list[str]]:
@@ -182,11 +213,16 @@ def _docker_manifest_digest(image: Image, streams: list[LayerStream]) -> str:
 
 
 def read_image(
-    path: Path, *, platform: str | None = None, ref_name: str | None = None
+    path: Path,
+    *,
+    platform: str | None = None,
+    ref_name: str | None = None,
+    memo: LayerMemo | None = None,
 ) -> ImageFiles:
     """The files an SBOM needs from an OCI layout directory (or a build output directory
     holding ``oci/``) or a docker-archive. An index listing several images (platforms) needs
-    ``platform`` (``linux/arm64``) or ``ref_name`` to say which."""
+    ``platform`` (``linux/arm64``) or ``ref_name`` to say which. ``memo``: layer facts by
+    digest, used for the layers of a layout (the build passes its own)."""
     if path.is_dir() and not (path / "index.json").exists() and (path / "oci").is_dir():
         path = path / "oci"
     wanted_platform = Platform.parse(platform) if platform else None
@@ -194,11 +230,22 @@ def read_image(
     streams: list[LayerStream] = []
     with open_image(path) as reader:
         image = reader.image(ref_name=ref_name, platform=wanted_platform)
+        reads: list[LayerRead] = []
         for layer in image.layers:
-            with reader.open_layer(layer) as stream:
-                entries, whiteouts = _layer_entries(stream)
-            streams.append(stream)
-            merge_layer(tree, entries, whiteouts, lambda found: found.kind == "dir")
+            digest = layer.digest if memo is not None and image.manifest_digest else None
+            facts = memo.get(digest) if memo is not None and digest else None
+            if facts is None:
+                with reader.open_layer(layer) as stream:
+                    entries, whiteouts = _layer_entries(stream)
+                streams.append(stream)
+                read = LayerRead(stream.digest, stream.diff_id, stream.size,
+                                 stream.uncompressed_size, stream.compression_name)  # fmt: skip
+                facts = LayerFacts(tuple(entries), tuple(whiteouts), read)
+                if memo is not None and digest:
+                    memo.put(digest, facts)
+            reads.append(facts.read)
+            merge_layer(tree, list(facts.entries), list(facts.whiteouts),
+                        lambda found: found.kind == "dir")  # fmt: skip
     chosen = image.manifest
     if image.manifest_digest is not None:
         reference = chosen.image_name or chosen.ref_name or path.name
@@ -209,7 +256,7 @@ def read_image(
     subject = _subject(reference, manifest_digest, image.config_digest, image.config, str(path))
     files = {p: f.data for p, f in tree.items() if f.kind == "file"}
     links = {p: f.link for p, f in tree.items() if f.kind == "link"}
-    return ImageFiles(subject, files, links)
+    return ImageFiles(subject, files, links, tuple(reads), image.config)
 
 
 def iter_wanted(files: Mapping[str, bytes], pattern: str) -> Iterator[tuple[str, bytes]]:

@@ -259,9 +259,8 @@ def _mismatch(
     )
 
 
-def _debian_packages(
-    image: ImageFiles, lock: Lock, namespace: str, distro: str
-) -> tuple[DebPackage, ...]:
+def installed_debs(image: ImageFiles) -> dict[str, dict[str, str]]:
+    """The image's dpkg ``status.d`` records: package name → its control fields."""
     stanzas: dict[str, dict[str, str]] = {}
     for path in sorted(image.files):
         m = _STATUS.fullmatch(path)
@@ -271,6 +270,13 @@ def _debian_packages(
         if not fields.get("Package") or not fields.get("Version"):
             raise ArchiveError(f"image file /{path}: not a dpkg status record (no Package/Version)")
         stanzas[fields["Package"]] = fields
+    return stanzas
+
+
+def _debian_packages(
+    image: ImageFiles, lock: Lock, namespace: str, distro: str
+) -> tuple[DebPackage, ...]:
+    stanzas = installed_debs(image)
     locked = {d.name: d for d in lock.debs}
     error = _mismatch(
         "Debian packages",
@@ -334,7 +340,9 @@ def _same_version(a: str, b: str) -> bool:
         return a == b
 
 
-def _python_packages(image: ImageFiles, lock: Lock) -> tuple[PyPackage, ...]:
+def installed_dists(image: ImageFiles) -> dict[str, tuple[Message, str]]:
+    """The image's Python distributions (Debian's own left out): canonical name → (its
+    METADATA, the Python version it is installed for)."""
     parser = email.parser.BytesParser()
     found: dict[str, tuple[Message, str]] = {}
     for path in sorted(image.files):
@@ -347,6 +355,11 @@ def _python_packages(image: ImageFiles, lock: Lock) -> tuple[PyPackage, ...]:
             raise ArchiveError(f"image file /{path}: METADATA without Name/Version")
         py = re.search(r"/python(3\.\d+)/", f"/{path}")
         found[canonicalize_name(name)] = (metadata, py.group(1) if py else "3")
+    return found
+
+
+def _python_packages(image: ImageFiles, lock: Lock) -> tuple[PyPackage, ...]:
+    found = installed_dists(image)
     locked: dict[str, LockedWheel] = {canonicalize_name(w.name): w for w in lock.wheels}
     error = _mismatch(
         "Python distributions",
