@@ -73,7 +73,9 @@ API_SERVICE = "airflow-api-server"
 DB_HOST, BROKER_HOST = "postgres", "redis"
 PG_READY = ["/usr/lib/postgresql/17/bin/pg_isready", "--host=/tmp", "--quiet"]
 REDIS_READY = ["/usr/bin/bash", "/usr/local/bin/hardflow-redis-health"]
-SETTLE_DEADLINE = 240  # seconds from the first pod's start for every probe to pass once
+# seconds from the first pod's start for every probe to pass once: the replay's patience on a
+# loaded machine, not a chart contract (a first migration alone took 4 minutes on two busy cores)
+SETTLE_DEADLINE = 420
 MAX_GRACE = 60  # the worker's 600 s grace is cut: an idle warm shutdown takes seconds
 IMAGES = Images("localhost/hf/airflow:3.3.2", "localhost/hf/postgres:17", "localhost/hf/redis:8")
 
@@ -130,7 +132,25 @@ def test_chart_defaults_render_the_chart_contracts() -> None:
     assert {e.name: e.value for e in groomer.env} == {
         "AIRFLOW__LOG_RETENTION_DAYS": "15",
         "AIRFLOW__LOG_CLEANUP_FREQUENCY_MINUTES": "15",
+        "AIRFLOW_HOME": "/opt/airflow",
     }
+    # the dag processor's helper puts --local first (and has no startup probe)
+    dag_probes = {p.kind: p for p in r.pod("dag-processor").main.probes}
+    assert set(dag_probes) == {"livenessProbe"}
+    assert (
+        dag_probes["livenessProbe"]
+        .exec[2]
+        .endswith("airflow jobs check --local --job-type DagProcessorJob\n")
+    )
+    # chart 1.22.0 pings the worker by Python's hostname, not the `hostname` program
+    worker_probe = r.pod("worker").main.probes[0].exec[2]
+    assert "celery@$(python -c 'import socket; print(socket.gethostname())')" in worker_probe
+    # by default the worker keeps its logs on a claim, so it has its log groomer
+    assert [c.name for c in r.pod("worker").containers] == ["worker", "worker-log-groomer"]
+    names = {e.name for e in scheduler.main.env}
+    assert "AIRFLOW__CORE__SQL_ALCHEMY_CONN" not in names  # gone since chart 1.20.0
+    assert "AIRFLOW__CELERY__CELERY_RESULT_BACKEND" not in names
+    assert ("AIRFLOW_HOME", "/opt/airflow") in {(e.name, e.value) for e in scheduler.main.env}
     wait = scheduler.init_containers[0]
     assert wait.args == ("airflow", "db", "check-migrations", "--migration-wait-timeout=60")
     user = r.pod("create-user").main.args
@@ -141,6 +161,22 @@ def test_chart_defaults_render_the_chart_contracts() -> None:
         "--",
     )
     assert user[user.index("-u") + 1] == "admin" and user[user.index("-p") + 1] == "admin"
+    # createUserJob.defaultUser is the key; the deprecated webserver.defaultUser wins when set
+    for doc, wanted in (
+        ({"createUserJob": {"defaultUser": {"password": "p1"}}}, "p1"),
+        (
+            {
+                "createUserJob": {"defaultUser": {"password": "p1"}},
+                "webserver": {"defaultUser": {"password": "p2"}},
+            },
+            "p2",
+        ),
+    ):
+        args = render(_contracts(), doc).pod("create-user").main.args or ()
+        assert args[args.index("-p") + 1] == wanted
+    assert "create-user" not in {
+        p.name for p in render(_contracts(), {"createUserJob": {"enabled": False}}).pods
+    }
     jwt = {
         p.name
         for p in r.pods
@@ -184,6 +220,14 @@ def test_values_replace_what_the_templates_let_them() -> None:
     liveness = {p.kind: p for p in scheduler.main.probes}["livenessProbe"]
     assert liveness.exec == ("true",) and liveness.period == 5 and liveness.timeout == 20
     assert [c.name for c in r.pod("worker").containers] == ["worker"]
+    # without a logs claim the worker's log groomer needs requirePersistence: false (1.22.0)
+    no_claim: dict[str, Any] = {"workers": {"persistence": {"enabled": False}}}
+    assert [c.name for c in render(_contracts(), no_claim).pod("worker").containers] == ["worker"]
+    no_claim["workers"]["logGroomerSidecar"] = {"requirePersistence": False}
+    assert [c.name for c in render(_contracts(), no_claim).pod("worker").containers] == [
+        "worker",
+        "worker-log-groomer",
+    ]
     assert scheduler.init_containers[0].args[-1] == "--migration-wait-timeout=300"
     for pod in r.pods:
         assert "tmp" in pod.volumes

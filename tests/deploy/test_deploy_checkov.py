@@ -35,7 +35,10 @@ TOP = Topology(
         f"localhost/hardflow/airflow:3.3.2@{DIGEST}",
         f"localhost/hardflow/postgres:17@{DIGEST}",
         f"localhost/hardflow/redis:8@{DIGEST}",
-    )
+        prometheus=f"localhost/hardflow/prometheus:2@{DIGEST}",
+        statsd_exporter=f"localhost/hardflow/statsd-exporter:5@{DIGEST}",
+    ),
+    metrics=True,  # deploy k8s --metrics: the exporter and Prometheus are judged too
 )
 CHART_WORKLOADS = {
     "Deployment.airflow.airflow-scheduler", "Deployment.airflow.airflow-dag-processor",

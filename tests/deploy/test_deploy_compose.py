@@ -40,9 +40,9 @@ def test_topology_services() -> None:
     assert set(doc["volumes"]) == {"postgres-data", "redis-data", "airflow-logs"}
 
 
-@pytest.mark.parametrize("name", service_names(Topology(IMAGES, workers=2)))
+@pytest.mark.parametrize("name", service_names(Topology(IMAGES, workers=2, metrics=True)))
 def test_every_service_is_hardened(name: str) -> None:
-    svc = render(workers=2)["services"][name]
+    svc = render(workers=2, metrics=True)["services"][name]
     assert svc["read_only"] is True
     assert svc["cap_drop"] == ["ALL"]
     assert svc["security_opt"] == ["no-new-privileges:true"]

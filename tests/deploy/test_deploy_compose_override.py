@@ -3,15 +3,14 @@
 The official file (a transcription in fixtures/, naming its source) is the user's world: it stays
 as it is, and compose merges our override over it. ``podman-compose config`` does that merge
 (no podman needed), and every service must come out on hardflow's images, read-only, with a
-health check the image has (no curl, no shell), and airflow-init on the image's entrypoint.
+health check the image has (no curl, no shell), and airflow-init on the image's entrypoint. The
+whole project running under podman-compose is test_deploy_e2e_official_compose.py.
 """
 
 from __future__ import annotations
 
 import shutil
 import subprocess
-import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -147,44 +146,3 @@ def test_cli_names_services_it_does_not_cover(tmp_path: Path) -> None:
     assert '"uncovered": [\n    "my-extra"\n  ]' in result.output
     assert (tmp_path / OVERRIDE_FILE).is_file()
     assert not (tmp_path / "secrets").exists()  # nothing but the override is written
-
-
-@pytest.mark.podman
-@pytest.mark.network
-@pytest.mark.slow
-def test_the_backing_services_come_up_as_the_official_file_wires_them(
-    podman_compose: str, loaded_image: Any, tmp_path: Path
-) -> None:
-    """PostgreSQL and Redis of the official file on our images, merged with the override: the
-    official credentials log in, the password-less broker answers over the network. (A full `up`
-    of the Airflow services belongs with the default image's end-to-end tests.)"""
-    # the Airflow image is not started here: no need to build it
-    images = Images(IMAGES.airflow, loaded_image("postgres"), loaded_image("redis"))
-    shutil.copy(OFFICIAL, tmp_path / "docker-compose.yaml")
-    (tmp_path / ".env").write_text("AIRFLOW_UID=50000\n")
-    write_official_override(images, tmp_path)
-    project = f"hfoff{uuid.uuid4().hex[:6]}"
-    base = [podman_compose, "-p", project, "-f", "docker-compose.yaml", "-f", OVERRIDE_FILE]
-
-    def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-        assert not check or done.returncode == 0, (argv, done.stderr[-2000:])
-        return done
-
-    try:
-        run(*base, "up", "-d", "postgres", "redis")
-        deadline = time.monotonic() + 120
-        for name in (f"{project}_postgres_1", f"{project}_redis_1"):
-            while run("podman", "healthcheck", "run", name, check=False).returncode != 0:
-                assert time.monotonic() < deadline, run("podman", "logs", name).stderr[-2000:]
-                time.sleep(2)
-        sql = ["psql", "-h", "127.0.0.1", "-U", "airflow", "-d", "airflow", "-tAc", "SELECT 1"]
-        pg = run("podman", "exec", "-e", "PGPASSWORD=airflow", f"{project}_postgres_1", *sql)
-        assert pg.stdout.strip() == "1"
-        ping = run("podman", "run", "--rm", "--network", f"{project}_default", images.redis,
-                   "/usr/bin/redis-cli", "-h", "redis", "ping")  # fmt: skip
-        assert ping.stdout.strip() == "PONG"
-        user = run("podman", "inspect", "--format", "{{.Config.User}}", f"{project}_redis_1")
-        assert user.stdout.strip() == "16379:16379"
-    finally:
-        run(*base, "down", "-v", check=False)

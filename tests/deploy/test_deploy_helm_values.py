@@ -156,3 +156,31 @@ def test_values_file_parses_back(tmp_path: Path) -> None:
     assert values["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
     assert values["volumes"][0]["emptyDir"]["medium"] == "Memory"
     assert values["scheduler"]["logGroomerSidecar"]["resources"]["limits"]["memory"]
+
+
+def test_the_chart_contracts_the_model_keeps() -> None:
+    """What chart 1.22.0 renders and the hardening model must mirror: the worker's log groomer
+    beside an emptyDir only with requirePersistence false, the JWT secret in the API server's and
+    scheduler's main containers only, the probes in the chart's own argument order."""
+    values = render_helm_values(TOP, K8sOptions())
+    assert values["workers"]["logGroomerSidecar"]["requirePersistence"] is False
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in chart_documents(values)}
+    assert [c["name"] for c in pods["airflow-worker"]["containers"]] == [
+        "worker",
+        "worker-log-groomer",
+    ]
+    del values["workers"]["logGroomerSidecar"]["requirePersistence"]
+    worker = next(d for d in chart_documents(values) if d["metadata"]["name"] == "airflow-worker")
+    assert [c["name"] for c in worker["spec"]["template"]["spec"]["containers"]] == ["worker"]
+    for name, pod in pods.items():
+        jwt = [
+            c["name"]
+            for c in (*pod.get("initContainers", []), *pod["containers"])
+            if any(e["name"] == "AIRFLOW__API_AUTH__JWT_SECRET" for e in c["env"])
+        ]
+        wanted = {"airflow-api-server": ["api-server"], "airflow-scheduler": ["scheduler"]}
+        assert jwt == wanted.get(name, []), name
+    probe = pods["airflow-dag-processor"]["containers"][0]["livenessProbe"]["exec"]["command"]
+    assert probe[2].endswith("airflow jobs check --local --job-type DagProcessorJob")
+    probe = pods["airflow-worker"]["containers"][0]["livenessProbe"]["exec"]["command"]
+    assert "$(hostname)" not in probe[2] and "socket.gethostname()" in probe[2]

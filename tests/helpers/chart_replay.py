@@ -320,6 +320,10 @@ def _container(
 ) -> Container | None:
     if not _enabled(spec.get("enabled_keys", ()), values):
         return None
+    gate = spec.get("persistence_gate")
+    claimless = bool(gate) and values.get(gate["persistence"]) is False
+    if claimless and values.get(gate["opt_out"]) is not False:
+        return None  # the worker's log groomer: only beside a logs claim unless opted out
     conds = _conditions(values)
     command = values.get(spec["command_key"], None) if "command_key" in spec else None
     args: Any = spec.get("args")

@@ -11,85 +11,22 @@ from pathlib import Path
 import click
 
 from hardflow.cli.console import out, print_json
-from hardflow.cli.options import json_option
+from hardflow.cli.deploy_options import (
+    MetricsChoice,
+    k8s_opts,
+    pinned,
+    pinning_note,
+    topology,
+    with_image_options,
+    with_k8s_options,
+    with_metrics_options,
+)
 from hardflow.contract import API_PORT
 from hardflow.deploy import secrets as sec
-from hardflow.deploy.k8s import K8sOptions
+from hardflow.deploy.metrics import PROMETHEUS_PORT
 from hardflow.deploy.pinning import Pinning
-from hardflow.deploy.topology import Images, Topology
-
-
-def _topology(
-    airflow_image: str | None,
-    postgres_image: str | None,
-    redis_image: str | None,
-    *,
-    workers: int,
-    project: str,
-    admin_user: str,
-    api_port: int = API_PORT,
-    dags_dir: Path | None = None,
-) -> Topology:
-    """The deployment the options describe; an image not given is hardflow's own build."""
-    default = Images.default()
-    images = Images(
-        airflow=airflow_image or default.airflow,
-        postgres=postgres_image or default.postgres,
-        redis=redis_image or default.redis,
-    )
-    return Topology(
-        images=images,
-        workers=workers,
-        project=project,
-        admin_user=admin_user,
-        api_port=api_port,
-        dags_dir=str(dags_dir.resolve()) if dags_dir else "",
-    )
-
-
-def _pinned(top: Topology) -> tuple[Topology, Pinning]:
-    """``top`` with every image pinned by digest where hardflow knows it: a reference given as
-    NAME@sha256:... as is, hardflow's own images from their build record (out/NAME-TAG/build.json,
-    the digest ``hardflow push`` publishes). See hardflow.deploy.pinning."""
-    from dataclasses import replace
-
-    from hardflow.cli.options import default_out
-    from hardflow.deploy.pinning import pin_images
-    from hardflow.spec import load_embedded
-
-    records = {}
-    for role, spec_name in (("airflow", "default"), ("postgres", "postgres"), ("redis", "redis")):
-        spec = load_embedded(spec_name)
-        records[role] = default_out(spec.name, spec.tag) / "build.json"
-    refs = {
-        "airflow": top.images.airflow,
-        "postgres": top.images.postgres,
-        "redis": top.images.redis,
-    }
-    pinning = pin_images(refs, records)
-    images = Images(**pinning.references)
-    return replace(top, images=images), pinning
-
-
-def _pinning_note(pinning: Pinning) -> None:
-    colour = "green" if not pinning.unpinned else "yellow"
-    out.print(f"  images:  [{colour}]{pinning.note()}[/]")
-
-
-image_options = [
-    click.option("--airflow-image", metavar="REF", help="Airflow image (default: hardflow's)."),
-    click.option("--postgres-image", metavar="REF", help="PostgreSQL image (default: hardflow's)."),
-    click.option("--redis-image", metavar="REF", help="Redis image (default: hardflow's)."),
-    click.option("--project", default="hardflow", show_default=True, help="Project / name prefix."),
-    click.option("--admin-user", default="admin", show_default=True, help="Admin user name."),
-    json_option(),
-]
-
-
-def _with_image_options(func: click.decorators.FC) -> click.decorators.FC:
-    for option in reversed(image_options):
-        func = option(func)
-    return func
+from hardflow.deploy.topology import Images
+from hardflow.errors import HardflowError
 
 
 @click.group()
@@ -120,13 +57,24 @@ def deploy() -> None:
     type=click.Path(path_type=Path, file_okay=False, exists=True),
     help="Host directory mounted read-only as the DAG folder (default: the image's DAGs).",
 )
-@_with_image_options
+@click.option(
+    "--prometheus-port",
+    default=PROMETHEUS_PORT,
+    show_default=True,
+    help="With --metrics: Prometheus's port on 127.0.0.1.",
+)
+@with_metrics_options
+@with_image_options
 def compose(
     workers: int,
     out_dir: Path | None,
     official_override: bool,
     port: int,
     dags_dir: Path | None,
+    prometheus_port: int,
+    metrics: bool,
+    prometheus_image: str | None,
+    statsd_exporter_image: str | None,
     airflow_image: str | None,
     postgres_image: str | None,
     redis_image: str | None,
@@ -139,13 +87,19 @@ def compose(
     from hardflow.deploy.compose import write_compose_project
 
     if official_override:
+        if metrics:
+            raise HardflowError(
+                "--metrics renders hardflow's own topology: expected it without --official-override"
+            )
         _official_override(airflow_image, postgres_image, redis_image, out_dir or Path("."),
                            as_json)  # fmt: skip
         return
     out_dir = out_dir or Path("deploy/compose")
-    top = _topology(
+    choice = MetricsChoice(metrics, prometheus_image, statsd_exporter_image, prometheus_port)
+    top = topology(
         airflow_image, postgres_image, redis_image,
         workers=workers, project=project, admin_user=admin_user, api_port=port, dags_dir=dags_dir,
+        metrics=choice,
     )  # fmt: skip
     result = write_compose_project(top, out_dir)
     if as_json:
@@ -158,6 +112,7 @@ def compose(
             "secrets": result.secret_status.to_json(),
             "api_url": f"http://127.0.0.1:{port}",
             "admin_user": admin_user,
+            "prometheus_url": f"http://127.0.0.1:{prometheus_port}" if metrics else None,
         })  # fmt: skip
         return
     out.print(f"wrote {result.compose_file} ({len(result.services)} services)")
@@ -172,6 +127,8 @@ def compose(
     out.print(f"  start:    cd {out_dir} && docker compose up -d   (or podman-compose up -d)")
     where = "password in secrets/admin_password"
     out.print(f"  API/UI:   http://127.0.0.1:{port}  user {admin_user!r}, {where}")
+    if metrics:
+        out.print(f"  metrics:  http://127.0.0.1:{prometheus_port}  (Prometheus; no login)")
 
 
 def _official_override(
@@ -202,45 +159,6 @@ def _official_override(
     out.print(f"  start: cd {out_dir} && docker compose up -d   (or podman-compose up -d)")
 
 
-executor_option = click.option(
-    "--executor",
-    type=click.Choice(["celery", "kubernetes"]),
-    default="celery",
-    show_default=True,
-    help="CeleryExecutor (Redis + workers) or KubernetesExecutor (a pod per task).",
-)
-k8s_options = [
-    executor_option,
-    click.option("--namespace", default="hardflow", show_default=True, help="Namespace."),
-    click.option("--workers", default=1, show_default=True, help="Celery worker replicas."),
-    click.option(
-        "--postgres-host",
-        metavar="HOST",
-        help="An external PostgreSQL (its Deployment is then left out; the password is the "
-        "generated one: create the 'airflow' role and database with it).",
-    ),
-    click.option("--storage-class", default="", help="StorageClass of the volumes."),
-]
-
-
-def _with_k8s_options(func: click.decorators.FC) -> click.decorators.FC:
-    for option in reversed(k8s_options):
-        func = option(func)
-    return func
-
-
-def _k8s_opts(
-    executor: str, namespace: str, postgres_host: str | None, storage_class: str
-) -> K8sOptions:
-    return K8sOptions(
-        executor=executor,
-        namespace=namespace,
-        storage_class=storage_class,
-        postgres_host=postgres_host or "postgres",
-        external_database=bool(postgres_host),
-    )
-
-
 @deploy.command()
 @click.option(
     "--out",
@@ -255,11 +173,15 @@ def _k8s_opts(
     is_flag=True,
     help="Also write podman-play.yaml: the same manifests adapted to `podman kube play`.",
 )
-@_with_k8s_options
-@_with_image_options
+@with_metrics_options
+@with_k8s_options
+@with_image_options
 def k8s(
     out_dir: Path,
     podman_play: bool,
+    metrics: bool,
+    prometheus_image: str | None,
+    statsd_exporter_image: str | None,
     executor: str,
     namespace: str,
     workers: int,
@@ -278,12 +200,13 @@ def k8s(
     record of hardflow's own build)."""
     from hardflow.deploy.k8s import write_k8s_project
 
-    top = _topology(
+    top = topology(
         airflow_image, postgres_image, redis_image,
         workers=workers, project=project, admin_user=admin_user,
+        metrics=MetricsChoice(metrics, prometheus_image, statsd_exporter_image),
     )  # fmt: skip
-    top, pinning = _pinned(top)
-    opts = _k8s_opts(executor, namespace, postgres_host, storage_class)
+    top, pinning = pinned(top)
+    opts = k8s_opts(executor, namespace, postgres_host, storage_class)
     result = write_k8s_project(top, opts, out_dir, podman_play=podman_play)
     if as_json:
         print_json({
@@ -299,10 +222,15 @@ def k8s(
         return
     out.print(f"wrote {result.manifests} ({len(result.kinds)} objects)")
     out.print(f"  secrets: {result.secrets} (mode 0600); {result.secrets_note}")
-    _pinning_note(pinning)
+    pinning_note(pinning)
     if result.podman_play:
         out.print(f"  podman:  {result.podman_play} (mode 0600; images by tag for podman)")
     out.print(f"  apply:   kubectl apply -f {result.secrets} -f {result.manifests}")
+    if metrics:
+        out.print(
+            f"  metrics: kubectl -n {namespace} port-forward svc/prometheus "
+            f"{PROMETHEUS_PORT}  (then http://127.0.0.1:{PROMETHEUS_PORT})"
+        )
 
 
 @deploy.command("helm-values")
@@ -314,8 +242,8 @@ def k8s(
     show_default=True,
     help="Output directory.",
 )
-@_with_k8s_options
-@_with_image_options
+@with_k8s_options
+@with_image_options
 def helm_values(
     out_dir: Path,
     executor: str,
@@ -335,12 +263,12 @@ def helm_values(
     from hardflow.deploy.chart import CHART_REPOSITORY, CHART_VERSION
     from hardflow.deploy.helm import write_helm_values
 
-    top = _topology(
+    top = topology(
         airflow_image, postgres_image, redis_image,
         workers=workers, project=project, admin_user=admin_user,
     )  # fmt: skip
-    top, pinning = _pinned(top)
-    opts = _k8s_opts(executor, namespace, postgres_host, storage_class)
+    top, pinning = pinned(top)
+    opts = k8s_opts(executor, namespace, postgres_host, storage_class)
     result = write_helm_values(top, opts, out_dir)
     if as_json:
         print_json({
@@ -353,7 +281,7 @@ def helm_values(
     out.print(f"wrote {result.values} (for the official chart {CHART_VERSION})")
     out.print(f"  secrets: {result.secrets} (mode 0600); {result.secrets_note}")
     if "airflow" in pinning.unpinned:
-        _pinning_note(Pinning(references={}, unpinned=("airflow",)))
+        pinning_note(Pinning(references={}, unpinned=("airflow",)))
     out.print(
         f"  install: kubectl apply -n {namespace} -f {result.secrets} && helm install airflow "
         f"{CHART_REPOSITORY} --version {CHART_VERSION} -n {namespace} -f {result.values}"

@@ -22,7 +22,7 @@ the chart's default (flower, cleanup, git-sync).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from hardflow.contract import AIRFLOW_HOME, LOGS_DIR
@@ -36,11 +36,20 @@ CHART_REPOSITORY = "apache-airflow/airflow"
 
 _ENTRYPOINT_CHECK = (
     "CONNECTION_CHECK_MAX_COUNT=0 AIRFLOW__LOGGING__LOGGING_LEVEL=ERROR exec /entrypoint "
-    "airflow jobs check --job-type {job} --local"
+    "airflow jobs check {args}"
 )
+# the chart's helpers: `--job-type X --local` for the scheduler and triggerer, but the DAG
+# processor's helper appends `--local` first, then `--job-type DagProcessorJob`
+_JOB_CHECK_ARGS = {
+    "SchedulerJob": "--job-type SchedulerJob --local",
+    "TriggererJob": "--job-type TriggererJob --local",
+    "DagProcessorJob": "--local --job-type DagProcessorJob",
+}
+# 1.22.0 (#67471) reads the hostname with Python rather than the `hostname` program
 _WORKER_CHECK = (
     "CONNECTION_CHECK_MAX_COUNT=0 exec /entrypoint python -m celery --app "
-    "airflow.providers.celery.executors.celery_executor.app inspect ping -d celery@$(hostname)"
+    "airflow.providers.celery.executors.celery_executor.app inspect ping -d "
+    "celery@$(python -c 'import socket; print(socket.gethostname())')"
 )
 # the environment every Airflow container gets from the chart's Secrets
 _SECRET_ENV = (
@@ -130,7 +139,7 @@ def _env(values: Doc, work: Workload) -> list[Doc]:
         refs += _CELERY_ENV
     if work.jwt:
         refs.append(_JWT_ENV)
-    env: list[Doc] = []
+    env: list[Doc] = [{"name": "AIRFLOW_HOME", "value": AIRFLOW_HOME}]
     for name, key, field in refs:
         secret = _get(values, key)
         if secret:
@@ -146,7 +155,7 @@ def _probe(kind: str, period: int = 60) -> Doc:
     if kind == "worker":
         return {"exec": {"command": ["sh", "-c", _WORKER_CHECK]}, "periodSeconds": period}
     job = kind.partition(":")[2]
-    command = ["sh", "-c", _ENTRYPOINT_CHECK.format(job=job)]
+    command = ["sh", "-c", _ENTRYPOINT_CHECK.format(args=_JOB_CHECK_ARGS[job])]
     return {"exec": {"command": command}, "periodSeconds": period}
 
 
@@ -217,7 +226,7 @@ def _wait_for_migrations(values: Doc, section: Doc, work: Workload) -> Doc:
         "imagePullPolicy": _get(values, "images.airflow.pullPolicy") or "IfNotPresent",
         "securityContext": _container_security(values, wait),
         "args": ["airflow", "db", "check-migrations", f"--migration-wait-timeout={timeout}"],
-        "env": _env(values, work),
+        "env": _env(values, replace(work, jwt=False)),  # the JWT secret: main containers only
         "resources": copy.deepcopy(section.get("resources") or {}),
         "volumeMounts": _mounts(values, section),
     }
@@ -235,7 +244,10 @@ def _pod(values: Doc, work: Workload) -> Doc:
     main.update(_probes(work))
     containers = [main]
     if work.log_groomer and _get(section, "logGroomerSidecar.enabled") is not False:
-        containers.append(_log_groomer(values, section, work))
+        # the worker's groomer only beside a logs claim, unless requirePersistence is false
+        claimless = work.section == "workers" and _get(section, "persistence.enabled") is False
+        if not claimless or _get(section, "logGroomerSidecar.requirePersistence") is False:
+            containers.append(_log_groomer(values, section, work))
     spec: Doc = {
         "securityContext": _pod_security(values, section),
         "containers": containers,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hardflow.contract import API_PORT, DAGS_DIR, HEALTH_COMMAND, LOGS_DIR
+from hardflow.deploy import metrics as met
 from hardflow.deploy import secrets as sec
 from hardflow.deploy.topology import (
     AIRFLOW_CFG,
@@ -38,7 +39,8 @@ def worker_names(top: Topology) -> list[str]:
 
 
 def service_names(top: Topology) -> list[str]:
-    return ["postgres", "redis", "airflow-init", *AIRFLOW_ROLES, *worker_names(top)]
+    extra = [met.EXPORTER, met.PROMETHEUS] if top.metrics else []
+    return ["postgres", "redis", *extra, "airflow-init", *AIRFLOW_ROLES, *worker_names(top)]
 
 
 def _hardening(user: str, tmp_size: str) -> dict[str, object]:
@@ -110,8 +112,35 @@ def _redis(top: Topology) -> dict[str, object]:
     }
 
 
+def _statsd_exporter(top: Topology) -> dict[str, object]:
+    return {
+        "image": top.images.statsd_exporter,
+        **_hardening(f"{met.EXPORTER_UID}:{met.EXPORTER_GID}", "16m"),
+        **_health(met.EXPORTER_HEALTH, "10s", "15s"),
+        "restart": "unless-stopped",
+        **_limits(top, met.EXPORTER),
+    }
+
+
+def _prometheus(top: Topology) -> dict[str, object]:
+    config = f"./{CONFIG_SUBDIR}/{met.PROMETHEUS_CONFIG_NAME}:{met.PROMETHEUS_CONFIG}:ro"
+    return {
+        "image": top.images.prometheus,
+        **_hardening(f"{met.PROMETHEUS_UID}:{met.PROMETHEUS_GID}", "16m"),
+        "command": met.prometheus_args(),
+        "volumes": ["prometheus-data:/prometheus", config],
+        "ports": [f"127.0.0.1:{top.prometheus_port}:{met.PROMETHEUS_PORT}"],
+        "stop_grace_period": "60s",  # the TSDB head is written out on a clean stop
+        **_health(met.PROMETHEUS_HEALTH, "30s", "15s"),
+        "restart": "unless-stopped",
+        **_limits(top, met.PROMETHEUS),
+    }
+
+
 def _airflow(top: Topology, kind: str, command: list[str], health_role: str) -> dict[str, object]:
     env = airflow_environment(top, "CeleryExecutor", "api-server")
+    if top.metrics:
+        env.update(met.airflow_env(met.EXPORTER))
     env.update({var: f"{SECRETS_DIR}/{name}" for var, name in sec.AIRFLOW_FILE_VARIABLES.items()})
     # Every component brings the schema to head before it starts, under Airflow's migration
     # lock: on a current schema this is a quick no-op, on a new one the first container migrates
@@ -160,6 +189,11 @@ def render_compose(top: Topology) -> dict[str, object]:
         "postgres": _postgres(top),
         "redis": _redis(top),
     }
+    volumes: dict[str, object] = {"postgres-data": {}, "redis-data": {}, "airflow-logs": {}}
+    if top.metrics:
+        services[met.EXPORTER] = _statsd_exporter(top)
+        services[met.PROMETHEUS] = _prometheus(top)
+        volumes["prometheus-data"] = {}
     init = _airflow(top, "airflow-init", ["airflow", "db", "check-migrations"], "airflow")
     init["environment"]["_AIRFLOW_WWW_USER_CREATE"] = "true"  # type: ignore[index]
     # a one-shot job: retried when the database was not ready yet, never restarted after success
@@ -181,7 +215,7 @@ def render_compose(top: Topology) -> dict[str, object]:
     return {
         "name": top.project,
         "services": services,
-        "volumes": {"postgres-data": {}, "redis-data": {}, "airflow-logs": {}},
+        "volumes": volumes,
         "secrets": {
             name: {"file": f"./{SECRETS_SUBDIR}/{name}"}
             for name in ("postgres_password", "redis_password", *AIRFLOW_SECRETS)
@@ -208,8 +242,9 @@ class ComposeProject:
 HEADER = """\
 Rendered by `hardflow deploy compose`. Start with `docker compose up -d` or `podman-compose up -d`.
 Every container: read-only root, no capabilities, no-new-privileges, non-root, tmpfs /tmp,
-health check, restart policy, memory/CPU/PIDs limits; only the API server publishes a port, on
-127.0.0.1. Secrets are the files in ./secrets (mode 0600), read through *_FILE variables."""
+health check, restart policy, memory/CPU/PIDs limits; only the API server (and, with --metrics,
+Prometheus) publishes a port, on 127.0.0.1. Secrets are the files in ./secrets (mode 0600), read
+through *_FILE variables."""
 
 
 def write_compose_project(
@@ -228,6 +263,9 @@ def write_compose_project(
     config_dir.mkdir(exist_ok=True)
     atomic_write(config_dir / "airflow.cfg", AIRFLOW_CFG.encode())
     (config_dir / "airflow.cfg").chmod(0o644)
+    if top.metrics:
+        prometheus_yml = config_dir / met.PROMETHEUS_CONFIG_NAME
+        atomic_write(prometheus_yml, met.prometheus_config_text(met.EXPORTER).encode(), 0o644)
     compose_file = out_dir / COMPOSE_FILE
     atomic_write(compose_file, dump(render_compose(top), HEADER).encode())
     return ComposeProject(

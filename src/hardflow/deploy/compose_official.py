@@ -137,7 +137,12 @@ Rendered by `hardflow deploy compose --official-override`: runs the official Apa
 {OFFICIAL_AIRFLOW} docker-compose.yaml, unchanged, on hardflow's images. Keep this file beside it
 (compose merges docker-compose.override.yaml by itself), or pass both:
   docker compose -f docker-compose.yaml -f docker-compose.override.yaml up -d
-  podman-compose -f docker-compose.yaml -f docker-compose.override.yaml up -d
+podman-compose on podman 4.3 cannot start a service that requires the exited airflow-init
+(depends_on becomes --requires): start airflow-init first, the rest with --no-deps:
+  podman-compose up -d airflow-init && podman wait PROJECT_airflow-init_1
+  podman-compose up -d --no-deps airflow-apiserver airflow-scheduler airflow-dag-processor \\
+      airflow-triggerer airflow-worker
+AIRFLOW_UID (.env) must not be 0, and dags/, logs/, plugins/, config/ writable by group 0.
 Every service: hardflow's image, read-only root, no capabilities, no-new-privileges, tmpfs /tmp
 and a health check the image has (no curl, no shell); airflow-init runs the image's entrypoint
 (migrate, create the user, airflow version) as the Airflow user. The official file's local

@@ -19,7 +19,9 @@ chart's commands (``bash -c "exec airflow ..."``). What they change, and why:
 - every secret read from Secrets rendered apart (``helm-secrets.yaml``, mode 0600), so the chart
   does not generate them at each upgrade;
 - resources for every container (the sidecars and jobs have none by default);
-- Celery workers keep their logs on an emptyDir rather than a claim (no storage class assumed).
+- Celery workers keep their logs on an emptyDir rather than a claim (no storage class assumed),
+  and keep their log groomer there (``workers.logGroomerSidecar.requirePersistence: false``: the
+  chart renders the worker's groomer only beside a claim otherwise).
 
 The result passes Pod Security "restricted": :func:`hardflow.deploy.chart.chart_documents`
 replays what the chart makes of these values, and the tests audit that.
@@ -158,6 +160,8 @@ def render_helm_values(top: Topology, opts: K8sOptions) -> Doc:
         if section == "workers":
             part["replicas"] = top.workers
             part["persistence"] = {"enabled": False}  # logs on an emptyDir, served on 8793
+            # without a logs claim the chart drops the worker's log groomer unless told not to
+            part["logGroomerSidecar"]["requirePersistence"] = False
         values[section] = part
     if not opts.celery:  # the chart's worker pod template takes the workers' resources
         values["workers"] = {"resources": _resources(top, "airflow-worker")}

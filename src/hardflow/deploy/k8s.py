@@ -16,10 +16,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from hardflow.contract import API_PORT, CONFIG_DIR, HEALTH_COMMAND, LOGS_DIR
+from hardflow.deploy import metrics as met
 from hardflow.deploy import secrets as sec
+from hardflow.deploy.k8s_metrics import metrics_documents
+from hardflow.deploy.k8s_objects import EXECUTORS as EXECUTORS  # re-exported (helm, cli)
+from hardflow.deploy.k8s_objects import Doc
+from hardflow.deploy.k8s_objects import K8sOptions as K8sOptions
+from hardflow.deploy.k8s_objects import container_security as container_security
+from hardflow.deploy.k8s_objects import deployment as _deployment
+from hardflow.deploy.k8s_objects import env_list as _env
+from hardflow.deploy.k8s_objects import exec_probe as _exec_probe
+from hardflow.deploy.k8s_objects import labels as _labels
+from hardflow.deploy.k8s_objects import meta as _meta
+from hardflow.deploy.k8s_objects import pod_security as pod_security
+from hardflow.deploy.k8s_objects import pvc as _pvc
+from hardflow.deploy.k8s_objects import resources as _resources
+from hardflow.deploy.k8s_objects import service as _service
 from hardflow.deploy.podman_play import (  # re-exported: the k8s render's podman variant
     for_podman_play,
     podman_play_volumes,
@@ -37,90 +51,8 @@ from hardflow.deploy.yamlout import dump, dump_all
 from hardflow.errors import HardflowError
 from hardflow.fsutil import atomic_write
 
-EXECUTORS = {"celery": "CeleryExecutor", "kubernetes": "KubernetesExecutor"}
 POD_TEMPLATE_FILE = f"{CONFIG_DIR}/pod_template.yaml"
 WORKER_LOG_PORT = 8793
-Doc = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class K8sOptions:
-    executor: str = "celery"  # "celery" or "kubernetes"
-    namespace: str = "hardflow"
-    storage_class: str = ""  # "" = the cluster's default
-    postgres_storage: str = "8Gi"
-    redis_storage: str = "1Gi"
-    # Where components find each other; the defaults are the Services rendered here. An
-    # external database: set postgres_host (the PostgreSQL Deployment is then left out).
-    postgres_host: str = "postgres"
-    redis_host: str = "redis"
-    api_host: str = "api-server"
-    external_database: bool = False
-
-    def __post_init__(self) -> None:
-        if self.executor not in EXECUTORS:
-            raise HardflowError(
-                f"executor {self.executor!r}: expected one of {', '.join(EXECUTORS)}"
-            )
-
-    @property
-    def celery(self) -> bool:
-        return self.executor == "celery"
-
-
-def _labels(top: Topology, component: str) -> dict[str, str]:
-    return {
-        "app.kubernetes.io/name": "hardflow",
-        "app.kubernetes.io/instance": top.project,
-        "app.kubernetes.io/component": component,
-    }
-
-
-def _meta(top: Topology, opts: K8sOptions, name: str, component: str) -> Doc:
-    return {"name": name, "namespace": opts.namespace, "labels": _labels(top, component)}
-
-
-def pod_security(uid: int, gid: int) -> Doc:
-    """Pod-level securityContext that Pod Security "restricted" admits."""
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": uid,
-        "runAsGroup": gid,
-        "fsGroup": gid,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def container_security() -> Doc:
-    return {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "privileged": False,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def _resources(top: Topology, kind: str) -> Doc:
-    lim = top.limit(kind)
-    return {
-        "requests": {"cpu": "100m", "memory": "128Mi"},
-        "limits": {"cpu": f"{int(lim.cpus * 1000)}m", "memory": lim.memory_k8s},
-    }
-
-
-def _exec_probe(command: list[str], initial: int, period: int = 30) -> Doc:
-    return {
-        "exec": {"command": command},
-        "initialDelaySeconds": initial,
-        "periodSeconds": period,
-        "timeoutSeconds": 10,
-        "failureThreshold": 5,
-    }
-
-
-def _env(values: Mapping[str, str]) -> list[Doc]:
-    return [{"name": k, "value": v} for k, v in values.items()]
 
 
 def airflow_env(top: Topology, opts: K8sOptions) -> dict[str, str]:
@@ -134,6 +66,8 @@ def airflow_env(top: Topology, opts: K8sOptions) -> dict[str, str]:
         env["AIRFLOW__KUBERNETES_EXECUTOR__POD_TEMPLATE_FILE"] = POD_TEMPLATE_FILE
         env["AIRFLOW__KUBERNETES_EXECUTOR__NAMESPACE"] = opts.namespace
         env["AIRFLOW__KUBERNETES_EXECUTOR__DELETE_WORKER_PODS"] = "True"
+    if top.metrics:
+        env.update(met.airflow_env(opts.statsd_host))
     # see compose.py: every component migrates (a no-op on a current schema) under the lock
     env["_AIRFLOW_DB_MIGRATE"] = "true"
     return env
@@ -205,49 +139,6 @@ def _airflow_pod_spec(top: Topology, opts: K8sOptions, container: Doc, restart: 
     return spec
 
 
-def _deployment(
-    top: Topology, opts: K8sOptions, name: str, component: str, pod_spec: Doc, replicas: int = 1,
-    recreate: bool = False,
-) -> Doc:  # fmt: skip
-    spec: Doc = {
-        "replicas": replicas,
-        "selector": {"matchLabels": _labels(top, component)},
-        "template": {"metadata": {"labels": _labels(top, component)}, "spec": pod_spec},
-    }
-    if recreate:
-        spec["strategy"] = {"type": "Recreate"}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": _meta(top, opts, name, component),
-        "spec": spec,
-    }
-
-
-def _service(top: Topology, opts: K8sOptions, name: str, component: str, port: int) -> Doc:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _meta(top, opts, name, component),
-        "spec": {
-            "selector": _labels(top, component),
-            "ports": [{"name": "tcp", "port": port, "targetPort": port, "protocol": "TCP"}],
-        },
-    }
-
-
-def _pvc(top: Topology, opts: K8sOptions, name: str, component: str, size: str) -> Doc:
-    spec: Doc = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
-    if opts.storage_class:
-        spec["storageClassName"] = opts.storage_class
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": _meta(top, opts, name, component),
-        "spec": spec,
-    }
-
-
 def _backing_pod(
     top: Topology, image: str, name: str, uid: int, gid: int, env: Mapping[str, str],
     secret: str, data_path: str, port: int, probe: list[str], kind: str,
@@ -300,8 +191,11 @@ def _network_policies(top: Topology, opts: K8sOptions) -> list[Doc]:
         "matchLabels": instance,
     }
 
-    def policy(name: str, component: str, port: int, source: Doc | None) -> Doc:
-        rule: Doc = {"ports": [{"protocol": "TCP", "port": port}]}
+    def policy(
+        name: str, component: str, port: int, source: Doc | None, protocol: str = "TCP",
+        more: tuple[Doc, ...] = (),
+    ) -> Doc:  # fmt: skip
+        rule: Doc = {"ports": [{"protocol": protocol, "port": port}]}
         if source is not None:
             rule["from"] = [{"podSelector": source}]
         return {
@@ -311,7 +205,7 @@ def _network_policies(top: Topology, opts: K8sOptions) -> list[Doc]:
             "spec": {
                 "podSelector": {"matchLabels": _labels(top, component)},
                 "policyTypes": ["Ingress"],
-                "ingress": [rule],
+                "ingress": [rule, *more],
             },
         }
 
@@ -331,6 +225,16 @@ def _network_policies(top: Topology, opts: K8sOptions) -> list[Doc]:
         docs.append(policy("hardflow-redis", "redis", 6379, airflow_pods))
         api = {"matchLabels": _labels(top, "api-server")}
         docs.append(policy("hardflow-worker-logs", WORKER_ROLE, WORKER_LOG_PORT, api))
+    if top.metrics:
+        # StatsD from every Airflow pod; /metrics for Prometheus; Prometheus's UI and API for the
+        # pods of this deployment (kubectl port-forward reaches it too)
+        prom = {"matchLabels": _labels(top, met.PROMETHEUS)}
+        scrape: Doc = {"from": [{"podSelector": prom}],
+                       "ports": [{"protocol": "TCP", "port": met.EXPORTER_PORT}]}  # fmt: skip
+        docs.append(policy("hardflow-statsd-exporter", met.EXPORTER, met.STATSD_PORT,
+                           airflow_pods, "UDP", (scrape,)))  # fmt: skip
+        docs.append(policy("hardflow-prometheus", met.PROMETHEUS, met.PROMETHEUS_PORT,
+                           {"matchLabels": instance}))  # fmt: skip
     return docs
 
 
@@ -444,6 +348,8 @@ def render_manifests(top: Topology, opts: K8sOptions) -> list[Doc]:
         )  # fmt: skip
         docs.append(_deployment(top, opts, "redis", "redis", rd, recreate=True))
         docs.append(_service(top, opts, "redis", "redis", 6379))
+    if top.metrics:
+        docs.extend(metrics_documents(top, opts))
 
     init = _airflow_container(
         top, opts, "airflow-init", ["airflow", "db", "check-migrations"], "airflow-init", "airflow",
@@ -526,6 +432,7 @@ def podman_play_options(opts: K8sOptions) -> K8sOptions:
         else opts.postgres_host,
         redis_host=podman_pod_host("redis"),
         api_host=podman_pod_host("api-server"),
+        statsd_host=podman_pod_host(met.EXPORTER),
     )
 
 

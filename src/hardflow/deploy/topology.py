@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -42,11 +42,18 @@ def embedded_reference(spec_name: str) -> str:
     return local_reference(load_embedded(spec_name).reference)
 
 
+def _embedded(spec_name: str) -> Callable[[], str]:
+    return lambda: embedded_reference(spec_name)
+
+
 @dataclass(frozen=True)
 class Images:
     airflow: str
     postgres: str
     redis: str
+    # the metrics services (``--metrics``): hardflow's own builds unless given
+    prometheus: str = field(default_factory=_embedded("prometheus"))
+    statsd_exporter: str = field(default_factory=_embedded("statsd-exporter"))
 
     @classmethod
     def default(cls) -> Images:
@@ -82,6 +89,8 @@ DEFAULT_LIMITS: Mapping[str, Limits] = MappingProxyType(
         "triggerer": Limits("1g", 0.5, 512),
         WORKER_ROLE: Limits("2g", 1.0, 1024),
         "airflow-worker": Limits("2g", 1.0, 1024),  # a KubernetesExecutor task pod
+        "prometheus": Limits("1g", 0.5, 256),  # --metrics
+        "statsd-exporter": Limits("128m", 0.25, 64),
     }
 )
 
@@ -104,6 +113,10 @@ class Topology:
     api_workers: int = 2
     dags_dir: str = ""  # host directory mounted read-only at /opt/airflow/dags (compose)
     limits: Mapping[str, Limits] = field(default_factory=lambda: DEFAULT_LIMITS)
+    # --metrics: a StatsD exporter and Prometheus (hardflow.deploy.metrics); the host port of
+    # Prometheus's UI and API (compose), bound to 127.0.0.1
+    metrics: bool = False
+    prometheus_port: int = 9090
 
     def __post_init__(self) -> None:
         if not 1 <= self.workers <= 64:
@@ -117,6 +130,15 @@ class Topology:
             raise HardflowError(f"admin user name {self.admin_user!r}: expected [A-Za-z0-9_.@-]")
         if not 1 <= self.api_port <= 65535:
             raise HardflowError(f"API port must be from 1 to 65535, found {self.api_port}")
+        if not 1 <= self.prometheus_port <= 65535:
+            raise HardflowError(
+                f"Prometheus port must be from 1 to 65535, found {self.prometheus_port}"
+            )
+        if self.metrics and self.prometheus_port == self.api_port:
+            raise HardflowError(
+                f"the Prometheus port and the API port are both {self.api_port}: expected two "
+                "different host ports"
+            )
         for limits in self.limits.values():
             _check_memory(limits.memory)
 
