@@ -58,7 +58,8 @@ def _result(gz: float, ref_gz: float, first: float, ref_first: float, warm: floa
                 "reference": "localhost/hf:1",
                 "static": {"gzip_bytes": gz, "files": 100, "setid_files": 0},
                 "build": {"warm_one_package_s": s(warm), "layers_changed": 1,
-                          "changed_package": "idna 3.11 → 3.10"},
+                          "changed_package": "idna 3.11 → 3.10",
+                          "warm_dag_edit_s": s(warm / 4), "dag_edit_layers_changed": 1},
                 "runtime": {"first_start_s": s(first),
                             "peak_rss_bytes": {"airflow scheduler": s(2e8)}},
             },
@@ -84,6 +85,7 @@ def test_targets_report_hits_and_misses() -> None:
         "first start to healthy vs reference": False,
         "warm one-package rebuild": False,
         "core image compressed (gzip)": False,
+        "warm rebuild after a baked DAG edit": False,
     }
     unknown = targets({"images": {"hardflow": {}}})
     assert all(t.met is None for t in unknown)
@@ -96,7 +98,8 @@ def test_markdown_table_has_both_images_ratio_and_misses() -> None:
     assert "| setuid/setgid files | 0 | 9 | 0.00× |" in md
     assert "| first start → all components healthy | 10.0 s (9.0–11.0) | 15.0 s (14.0–16.0)" in md
     assert "| airflow scheduler | 200.0 MB" in md
-    assert md.count("**MISS**") == 5
+    assert md.count("**MISS**") == 6
+    assert "| warm rebuild, one baked DAG edited | 8.8 s (7.8–9.8) |" in md
     assert "idna 3.11 → 3.10" in md and "- a note" in md
 
 
@@ -234,7 +237,7 @@ def test_bench_render_rewrites_markdown_from_json(tmp_path: Path) -> None:
     out = tmp_path / "results"
     res = CliRunner().invoke(bench, ["--render", str(src), "--results", str(out)])
     assert res.exit_code == 0, res.output
-    assert (out / "latest.md").read_text().count("**MISS**") == 5
+    assert (out / "latest.md").read_text().count("**MISS**") == 6
     assert json.loads((out / "latest.json").read_text())["runs"] == 3
     bad = tmp_path / "bad.json"
     bad.write_text("[1]")

@@ -1,4 +1,5 @@
-"""hardflow's side of the build figures: cold build, warm rebuild, one-package change."""
+"""hardflow's side of the build figures: cold build, warm rebuild, one-package change, one DAG
+edited in a baked DAG folder."""
 
 from __future__ import annotations
 
@@ -118,8 +119,7 @@ def alternative_wheel(
     if current is None:
         raise LockError(f"the lock has no wheel of {name!r}")
     page = index_url.rstrip("/") + f"/{project}/"
-    chosen = pick_alternative(current, parse_project_page(download(page, {"Accept": ACCEPT}),
-                                                         page))
+    chosen = pick_alternative(current, parse_project_page(download(page, {"Accept": ACCEPT}), page))
     data = download(chosen.url, {})
     sha = hashlib.sha256(data).hexdigest()
     if chosen.sha256 and sha != chosen.sha256.lower():
@@ -134,3 +134,31 @@ def write_changed_lock(lock: Lock, wheel: LockedWheel, directory: Path) -> tuple
     path = directory / "changed.lock.json"
     write_lock(changed, path)
     return changed, path
+
+
+def dag_edit_builds(
+    spec: ImageSpec,
+    lock: Lock,
+    lock_path: Path,
+    dag_source: bytes,
+    work: Path,
+    cache: Cache,
+    layer_cache_dir: Path | None = None,
+) -> tuple[TimedBuild, TimedBuild]:
+    """The spec with the example DAG baked in (``[image] dags``; the lock stays the same, since
+    a DAG folder never changes what is locked), built warm; then the DAG edited and built again.
+
+    The second build is the figure: a DAG edit should rebuild the baked layer alone.
+    """
+    dags = work / "dag-edit" / "dags"
+    shutil.rmtree(dags.parent, ignore_errors=True)
+    dags.mkdir(parents=True)
+    dag = dags / "example_dag.py"
+    dag.write_bytes(dag_source)
+    baked = replace(spec, dags=str(dags))
+    first = timed_build(baked, lock, lock_path, work / "hardflow-dag", cache, layer_cache_dir)
+    dag.write_bytes(dag_source + b"\n# edited by hardflow bench\n")
+    edited = timed_build(
+        baked, lock, lock_path, work / "hardflow-dag-edited", cache, layer_cache_dir
+    )
+    return first, edited

@@ -30,6 +30,7 @@ from hardflow.bench.builds import (
     TimedBuild,
     alternative_wheel,
     cold_build,
+    dag_edit_builds,
     layers_changed,
     timed_build,
     write_changed_lock,
@@ -127,8 +128,10 @@ def _retry(what: str, fn: Callable[[], T], notes: list[str], say: Say, attempts:
         except (FetchError, BuildError) as exc:
             if attempt == attempts:
                 raise
-            notes.append(f"{what}: attempt {attempt} failed and was repeated: "
-                         f"{exc.message.splitlines()[0][:200]}")
+            notes.append(
+                f"{what}: attempt {attempt} failed and was repeated: "
+                f"{exc.message.splitlines()[0][:200]}"
+            )
             say(f"{what} failed ({exc.message.splitlines()[0][:120]}); repeating")
             time.sleep(10)
     raise AssertionError("unreachable")
@@ -176,6 +179,8 @@ def run_bench(options: BenchOptions, say: Say = _quiet) -> dict[str, Any]:
         ref_cold: list[float] = []
         ref_one: list[float] = []
         hf_changed: tuple[str, ...] = ()
+        hf_dag: list[float] = []
+        hf_dag_changed: tuple[str, ...] = ()
         hf_rebuilt: tuple[str, ...] = ()
         ref_changed: tuple[str, ...] = ()
         hf_build: TimedBuild | None = None
@@ -183,8 +188,12 @@ def run_bench(options: BenchOptions, say: Say = _quiet) -> dict[str, Any]:
         for run in range(options.runs):
             say(f"run {run + 1}/{options.runs}: hardflow cold build (empty caches)")
             layer_dir = work / "layer-cache"  # this run's: emptied by the cold build
-            cold = _retry(f"run {run + 1}: hardflow cold build",
-                          partial(cold_build, spec, lock, lock_path, work, layer_dir), notes, say)
+            cold = _retry(
+                f"run {run + 1}: hardflow cold build",
+                partial(cold_build, spec, lock, lock_path, work, layer_dir),
+                notes,
+                say,
+            )
             hf_cold.append(cold.seconds)
             say(f"  {cold.seconds:.1f}s; warm rebuild, nothing changed")
             base = timed_build(spec, lock, lock_path, work / "hardflow-warm", cache, layer_dir)
@@ -195,20 +204,41 @@ def run_bench(options: BenchOptions, say: Say = _quiet) -> dict[str, Any]:
             hf_one.append(one.seconds)
             hf_changed = layers_changed(base.result.image.layers, one.result.image.layers)
             hf_rebuilt = one.result.layers_built
-            say(f"  {one.seconds:.1f}s, layers changed: {', '.join(hf_changed) or 'none'} "
-                f"(rebuilt: {', '.join(hf_rebuilt) or 'none'})")
+            say(
+                f"  {one.seconds:.1f}s, layers changed: {', '.join(hf_changed) or 'none'} "
+                f"(rebuilt: {', '.join(hf_rebuilt) or 'none'})"
+            )
             hf_build = base
+            say("  DAG folder baked in; warm rebuild after editing one DAG")
+            dag_first, dag_edit = dag_edit_builds(
+                spec, lock, lock_path, _example_dag(), work, cache, layer_dir
+            )
+            hf_dag.append(dag_edit.seconds)
+            hf_dag_changed = layers_changed(
+                dag_first.result.image.layers, dag_edit.result.image.layers
+            )
+            say(f"  {dag_edit.seconds:.1f}s, layers changed: {', '.join(hf_dag_changed) or 'none'}")
             if ref_builder is not None:
                 say(f"run {run + 1}/{options.runs}: reference cold build")
-                rc = _retry(f"run {run + 1}: reference cold build",
-                            partial(ref_builder.cold, f"{REFERENCE_NAME}:{spec.tag}",
-                                    "image-cold"), notes, say)
+                rc = _retry(
+                    f"run {run + 1}: reference cold build",
+                    partial(ref_builder.cold, f"{REFERENCE_NAME}:{spec.tag}", "image-cold"),
+                    notes,
+                    say,
+                )
                 ref_cold.append(rc.seconds)
                 say(f"  {rc.seconds:.1f}s {rc.phases}; warm rebuild with {change}")
-                rw = _retry(f"run {run + 1}: reference warm rebuild",
-                            partial(ref_builder.warm, changed_lock.wheels,
-                                    f"{REFERENCE_NAME}:{spec.tag}-changed", "image-warm"),
-                            notes, say)
+                rw = _retry(
+                    f"run {run + 1}: reference warm rebuild",
+                    partial(
+                        ref_builder.warm,
+                        changed_lock.wheels,
+                        f"{REFERENCE_NAME}:{spec.tag}-changed",
+                        "image-warm",
+                    ),
+                    notes,
+                    say,
+                )
                 ref_one.append(rw.seconds)
                 ref_changed = layers_changed(rc.image.layers, rw.image.layers)
                 say(f"  {rw.seconds:.1f}s, layers changed: {', '.join(ref_changed)}")
@@ -222,9 +252,7 @@ def run_bench(options: BenchOptions, say: Say = _quiet) -> dict[str, Any]:
             "hardflow": {
                 "reference": local_reference(spec.reference),
                 "static": hf_static.to_json(),
-                "layer_sizes": {
-                    layer.name: layer.size for layer in hf_build.result.image.layers
-                },
+                "layer_sizes": {layer.name: layer.size for layer in hf_build.result.image.layers},
                 "build": {
                     "cold_s": _stats(hf_cold),
                     "warm_full_s": _stats(hf_warm),
@@ -234,6 +262,9 @@ def run_bench(options: BenchOptions, say: Say = _quiet) -> dict[str, Any]:
                     "layers_rebuilt_names": list(hf_rebuilt),
                     "layers_total": len(hf_build.result.image.layers),
                     "changed_package": change,
+                    "warm_dag_edit_s": _stats(hf_dag),
+                    "dag_edit_layers_changed": len(hf_dag_changed),
+                    "dag_edit_layers_changed_names": list(hf_dag_changed),
                 },
             }
         }
@@ -265,8 +296,10 @@ def run_bench(options: BenchOptions, say: Say = _quiet) -> dict[str, Any]:
                 say(f"run {run + 1}/{options.runs}: {targets_run[i].image}")
                 sample = measure_runtime(engine, targets_run[i], name, timeout=options.timeout,
                                          say=say)  # fmt: skip
-                say(f"  healthy {sample.first_start_s:.1f}s, DAG {sample.dag_s:.1f}s "
-                    f"({sample.dag_state}), restart {sample.restart_s:.1f}s")
+                say(
+                    f"  healthy {sample.first_start_s:.1f}s, DAG {sample.dag_s:.1f}s "
+                    f"({sample.dag_state}), restart {sample.restart_s:.1f}s"
+                )
                 samples[i].append(sample)
         images["hardflow"]["runtime"] = _runtime_json(samples[0])
         if ref_image is not None:
