@@ -326,6 +326,23 @@ def test_start_creates_the_volume_with_the_label(fake: FakeEngine) -> None:
     assert f"{MANAGED_LABEL}=true" in run
 
 
+def test_start_says_a_reused_volume_keeps_its_baked_dags(fake: FakeEngine, tmp_path: Path) -> None:
+    """The engine copies the image's AIRFLOW_HOME into a volume only when it is made: reusing
+    one is said, with the way to start from the image's DAGs again (not with --dags)."""
+    fake.world["images"] = ["localhost/x:1"]
+    fake.volume("hf5-home", OURS)
+    said: list[str] = []
+    with pytest.raises(EngineError):  # the fake "run" starts nothing
+        runner.start(fake.engine, RunRequest(image="localhost/x:1", name="hf5", port=free_port()),
+                     said.append)  # fmt: skip
+    assert any("reusing volume hf5-home" in m and "--volume" in m for m in said), said
+    said.clear()
+    with pytest.raises(EngineError):
+        runner.start(fake.engine, RunRequest(image="localhost/x:1", name="hf5", port=free_port(),
+                                             dags=tmp_path), said.append)  # fmt: skip
+    assert not any("reusing volume" in m for m in said), said
+
+
 def test_bench_containers_count_as_hardflows(fake: FakeEngine) -> None:
     fake.container("bench-a", {runner.BENCH_LABEL: "true"})
     assert runner.show_logs(fake.engine, "bench-a") == "a log line of bench-a\n"

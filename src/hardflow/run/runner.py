@@ -235,6 +235,13 @@ def start(engine: Engine, req: RunRequest, on_progress: Progress = _quiet) -> Ru
     if not require_volume_if_present(engine, volume):
         on_progress(f"creating volume {volume} for {AIRFLOW_HOME}")
         eng.volume_create(engine, volume, {MANAGED_LABEL: "true"})
+    elif req.dags is None:
+        # the engine copies the image's AIRFLOW_HOME (baked DAGs and plugins included) into a
+        # volume only when it is first mounted: an existing one keeps what an earlier image had
+        on_progress(
+            f"reusing volume {volume}: DAGs and plugins baked into the image are the ones it was "
+            f"made with (`hardflow stop --name {req.name} --volume` to start from the image's)"
+        )
     on_progress(f"starting {req.name} from {req.image}")
     eng.run_container(engine, opts)
     seconds = wait_healthy(engine, req.name, req.health_timeout, on_progress)
