@@ -407,6 +407,28 @@ def test_failed_migration_stops_the_container(tmp_path: Path) -> None:
     assert "'airflow db migrate' failed with status 3" in done.stderr
 
 
+def test_a_migration_that_lost_the_lock_race_is_retried(tmp_path: Path) -> None:
+    """Several components migrating at once: the ones that time out on Airflow's migration lock
+    try again (after CONNECTION_CHECK_SLEEP_TIME) instead of exiting into a restart loop."""
+    env = fake_airflow(tmp_path) | {
+        "_AIRFLOW_DB_MIGRATE": "true", "CONNECTION_CHECK_SLEEP_TIME": "0",
+    }  # fmt: skip
+    tries = tmp_path / "tries"
+    (tmp_path / "bin" / "airflow").write_text(
+        f"#!{sys.executable}\nimport pathlib, sys\n"
+        f"t = pathlib.Path({str(tries)!r})\nn = int(t.read_text()) if t.exists() else 0\n"
+        "t.write_text(str(n + 1))\n"
+        "if sys.argv[1:3] == ['db', 'migrate'] and n < 2:\n"
+        "    print('psycopg2.errors.LockNotAvailable: canceling statement due to lock timeout')\n"
+        "    sys.exit(1)\n"
+    )
+    done = run_entrypoint(["version"], env)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("could not take Airflow's migration lock") == 2
+    assert "LockNotAvailable" in done.stdout  # Airflow's own output is passed through
+    assert tries.read_text() == "4"  # three migrations, then `airflow version`
+
+
 # --------------------------------------------------------------------------------------------
 # _AIRFLOW_WWW_USER_* with FAB on Airflow 3
 

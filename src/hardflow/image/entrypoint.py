@@ -1575,11 +1575,51 @@ def write_state(path: str, state: Mapping[str, object]) -> None:
 # main
 
 
-def run_migrate(env: Mapping[str, str]) -> None:
-    log("running 'airflow db migrate'")
-    done = subprocess.run(["airflow", "db", "migrate"], env=dict(env), check=False)
-    if done.returncode != 0:
-        raise EntrypointError(f"'airflow db migrate' failed with status {done.returncode}")
+# What Airflow prints when another process holds its migration lock past the lock timeout
+# (PostgreSQL: LockNotAvailable; MySQL: GET_LOCK timing out).
+MIGRATION_LOCK_MARKERS = ("LockNotAvailable", "lock timeout", "Could not acquire lock")
+
+
+def migrate_once(env: Mapping[str, str]) -> tuple[int, bool]:
+    """One ``airflow db migrate``, its output passed through: (status, lost the lock race)."""
+    proc = subprocess.Popen(
+        ["airflow", "db", "migrate"],
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    )
+    locked = False
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        locked = locked or any(marker in line for marker in MIGRATION_LOCK_MARKERS)
+    return proc.wait(), locked
+
+
+def run_migrate(
+    env: Mapping[str, str],
+    attempts: int = 20,
+    sleep_time: float = 3,
+    once: Callable[[Mapping[str, str]], tuple[int, bool]] = migrate_once,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """``airflow db migrate``; retried (up to ``attempts``) only when it failed because another
+    container held Airflow's migration lock, as when several components start together with
+    ``_AIRFLOW_DB_MIGRATE`` set. Any other failure stops the container at once."""
+    for attempt in range(1, max(attempts, 1) + 1):
+        log("running 'airflow db migrate'")
+        status, locked = once(env)
+        if status == 0:
+            return
+        if not locked or attempt >= attempts:
+            raise EntrypointError(f"'airflow db migrate' failed with status {status}")
+        log(
+            f"'airflow db migrate' could not take Airflow's migration lock (another container "
+            f"is migrating); attempt {attempt} of {attempts}, again in {sleep_time:g}s"
+        )
+        sleep(sleep_time)
 
 
 def migration_wanted(env: Mapping[str, str]) -> bool:
@@ -1637,7 +1677,7 @@ def prepare(
         wait_for_database(env, cfg, max_count, sleep_time, lambda: db_check(child_env))
         # Airflow 2 standalone: FAB's 'users create' needs the tables standalone would create
         if migrate or (plan.airflow_major == 2 and plan.role == "standalone"):
-            run_migrate(child_env)
+            run_migrate(child_env, max(max_count, 1), sleep_time)
         env.update(provision_user(plan, env, cfg, airflow_home, child_env))
     if plan.wait_broker:
         if max_count == 0:
