@@ -156,7 +156,10 @@ def _copy_fixture(dest: Path) -> Path:
 def test_a_dag_edit_rebuilds_the_baked_layer_alone(first: dict[str, Any], tmp_path: Path) -> None:
     spec = _copy_fixture(tmp_path / "copy")
     dag = spec.parent / DAG_FILE
-    dag.write_text(dag.read_text().replace('tags=["hardflow", "e2e"]', 'tags=["edited"]'))
+    # a new edit every run: the same edit of an earlier run would find its layer in the cache
+    edit = f'tags=["edited-{uuid.uuid4().hex[:8]}"]'
+    dag.write_text(dag.read_text().replace('tags=["hardflow", "e2e"]', edit))
+    assert edit in dag.read_text()
     code, again, stderr, seconds = hardflow_build(spec, tmp_path / "out")
     assert code == 0, stderr[-4000:]
     before, after = layer_digests(first), layer_digests(again)

@@ -158,6 +158,10 @@ def airflow_environment(top: Topology, executor: str, api_host: str) -> dict[str
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": PASSWORDS_FILE,
         "AIRFLOW__API__WORKERS": str(top.api_workers),
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+        # A scheduler killed between queueing a task and handing it to the executor leaves it
+        # 'queued' with no worker; the next scheduler resets it at its orphan check, every 300 s
+        # by default. Every 60 s, a run survives a scheduler crash with about a minute's delay.
+        "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "60",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": LOGS_DIR,
         "AIRFLOW__CORE__DAGS_FOLDER": DAGS_DIR,
         "_AIRFLOW_WWW_USER_USERNAME": top.admin_user,
