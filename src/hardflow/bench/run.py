@@ -41,7 +41,7 @@ from hardflow.bench.report import SCHEMA, render_markdown, targets
 from hardflow.bench.runtime import RunTarget, RuntimeSample, measure_runtime
 from hardflow.bench.stats import stat
 from hardflow.contract import local_reference
-from hardflow.errors import BuildError, FetchError
+from hardflow.errors import BuildError, FetchError, HardflowError
 from hardflow.fsutil import atomic_write
 from hardflow.lock.fetch import Cache
 from hardflow.lock.mirrors import resolve_mirrors
@@ -148,6 +148,13 @@ def run_bench(options: BenchOptions, say: Say = _quiet) -> dict[str, Any]:
     spec, lock_path = resolve_spec_arg(options.spec_arg)
     spec = replace(spec, name=BENCH_NAME)  # own tag: never touches the user's image
     lock = read_lock(lock_path)
+    if options.work_dir is not None:
+        try:  # --work-dir: made if missing, as the user asked for scratch space there
+            options.work_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HardflowError(
+                f"--work-dir {options.work_dir}: cannot create it: {exc.strerror or exc}"
+            ) from None
     work = Path(tempfile.mkdtemp(prefix="hardflow-bench-", dir=options.work_dir))
     notes: list[str] = []
     try:
