@@ -136,6 +136,8 @@ def airflow(
         "AIRFLOW__API__WORKERS": "1",  # one process: one cache of the provider's metadata
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         "HARDFLOW_HEALTH_API_URL": f"http://127.0.0.1:{port}",
+        # FAB sends the browser here after the login (its default is the demo's port)
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
         "AIRFLOW__FAB__COOKIE_SECURE": "False",
     })  # fmt: skip
     name = f"oidc-api-{uuid.uuid4().hex[:8]}"

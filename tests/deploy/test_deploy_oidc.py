@@ -399,6 +399,18 @@ def test_k8s_secret_only_in_secrets_yaml(secret_file: Path, tmp_path: Path) -> N
         assert (oidc.SECRET_ENV in env) is login
 
 
+def test_oidc_deployments_pass_the_manifest_audit(secret_file: Path, tmp_path: Path) -> None:
+    audit = pytest.importorskip("hardflow.audit.run")
+    from hardflow.audit.model import Level
+
+    top = Topology(IMAGES, project="hf", oidc=make(secret_file))
+    compose = write_compose_project(top, tmp_path / "c", chown=False)
+    k8s = write_k8s_project(top, K8sOptions(), tmp_path / "k", podman_play=True)
+    for path in (compose.compose_file, k8s.manifests):
+        report = audit.audit_manifests([path])
+        assert not report.fails(Level.WARN), path
+
+
 def test_helm_secret_only_in_helm_secrets(secret_file: Path, tmp_path: Path) -> None:
     top = Topology(IMAGES, project="hf", oidc=make(secret_file))
     out = tmp_path / "helm"

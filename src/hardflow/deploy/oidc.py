@@ -275,25 +275,25 @@ log = logging.getLogger(__name__)
 OIDC_ISSUER = {issuer!r}
 OIDC_PROVIDER = {provider!r}
 OIDC_GROUPS_CLAIM = {groups_claim!r}
-OIDC_SECRET_ENV = {secret_env!r}
+OIDC_SECRET_VARIABLE_NAME = {secret_env!r}
 
 
 def _client_secret():
     """The client secret from the deployment's secret file; None in a process that has none
     (only the API server logs users in)."""
-    path = os.environ.get(OIDC_SECRET_ENV, "")
+    path = os.environ.get(OIDC_SECRET_VARIABLE_NAME, "")
     if not path:
         log.info("%s is not set: this process cannot log users in through OpenID Connect",
-                 OIDC_SECRET_ENV)
+                 OIDC_SECRET_VARIABLE_NAME)
         return None
     try:
         with open(path, encoding="utf-8") as fh:
             value = fh.read().strip()
     except OSError as exc:
-        raise RuntimeError(f"{{OIDC_SECRET_ENV}}={{path}}: cannot read the OpenID Connect "
+        raise RuntimeError(f"{{OIDC_SECRET_VARIABLE_NAME}}={{path}}: cannot read the OpenID Connect "
                            f"client secret ({{exc.strerror}})") from None
     if not value:
-        raise RuntimeError(f"{{OIDC_SECRET_ENV}}={{path}}: the file is empty; expected the "
+        raise RuntimeError(f"{{OIDC_SECRET_VARIABLE_NAME}}={{path}}: the file is empty; expected the "
                            "OpenID Connect client secret")
     return value
 
@@ -351,11 +351,10 @@ AUTH_USER_REGISTRATION_ROLE = None
 AUTH_ROLES_SYNC_AT_LOGIN = True
 AUTH_ROLES_MAPPING = {role_map!r}
 
+# token_key: the field of the token response FAB keeps as the session's token (a field name)
 OAUTH_PROVIDERS = [
     {{
-        "name": OIDC_PROVIDER,
-        "icon": "fa-openid",
-        "token_key": "access_token",
+        "name": OIDC_PROVIDER, "icon": "fa-openid", "token_key": "access_token",
         "remote_app": {{
             "client_id": {client_id!r},
             "client_secret": _client_secret(),
