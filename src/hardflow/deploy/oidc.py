@@ -290,11 +290,11 @@ def _client_secret():
         with open(path, encoding="utf-8") as fh:
             value = fh.read().strip()
     except OSError as exc:
-        raise RuntimeError(f"{{OIDC_SECRET_VARIABLE_NAME}}={{path}}: cannot read the OpenID Connect "
-                           f"client secret ({{exc.strerror}})") from None
+        raise RuntimeError(f"{{OIDC_SECRET_VARIABLE_NAME}}={{path}}: cannot read the OpenID "
+                           f"Connect client secret ({{exc.strerror}})") from None
     if not value:
-        raise RuntimeError(f"{{OIDC_SECRET_VARIABLE_NAME}}={{path}}: the file is empty; expected the "
-                           "OpenID Connect client secret")
+        raise RuntimeError(f"{{OIDC_SECRET_VARIABLE_NAME}}={{path}}: the file is empty; expected "
+                           "the OpenID Connect client secret")
     return value
 
 
