@@ -116,7 +116,9 @@ def _podman(
 def airflow(
     provider: Provider, loaded_image: LoadedImage, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Airflow]:
-    image = loaded_image("default")
+    # HARDFLOW_OIDC_TEST_IMAGE: an image already in podman (a branch's build under its own name,
+    # so that the shared localhost/hardflow/airflow tag is left alone)
+    image = os.environ.get("HARDFLOW_OIDC_TEST_IMAGE") or loaded_image("default")
     port = int(provider.settings["api_port"])
     out = tmp_path_factory.mktemp("oidc-compose")
     settings = oidc.settings(
