@@ -428,6 +428,29 @@ def test_helm_secret_only_in_helm_secrets(secret_file: Path, tmp_path: Path) -> 
     compile(config["data"][oidc.CONFIG_NAME], "webserver_config.py", "exec")
 
 
+def test_replayed_chart_mounts_the_oidc_files_in_the_api_server_alone(
+    secret_file: Path, tmp_path: Path
+) -> None:
+    from hardflow.deploy.chart import chart_documents
+    from hardflow.deploy.helm import oidc_names, render_helm_values
+    from hardflow.deploy.yamlout import dump_all
+
+    top = Topology(IMAGES, project="hf", oidc=make(secret_file))
+    docs = chart_documents(render_helm_values(top, K8sOptions()))
+    config_map, secret = oidc_names(top)
+    for doc in docs:
+        spec = doc["spec"]["template"]["spec"]
+        used = {v.get("secret", {}).get("secretName") or v.get("configMap", {}).get("name")
+                for v in spec.get("volumes", [])}  # fmt: skip
+        api = doc["metadata"]["name"].endswith("api-server")
+        assert ({config_map, secret} <= used) is api, doc["metadata"]["name"]
+    audit = pytest.importorskip("hardflow.audit.run")
+    path = tmp_path / "chart.yaml"
+    path.write_text(dump_all(docs))
+    failed = [f.id for f in audit.audit_manifests([path]).findings if f.failed]
+    assert not [f for f in failed if f.startswith("PSS-")], failed
+
+
 def test_cli_renders_and_never_prints_the_secret(secret_file: Path, tmp_path: Path) -> None:
     args = ["--oidc-issuer", ISSUER, "--oidc-client-id", "airflow",
             "--oidc-client-secret-file", str(secret_file), "--role-map", "admins=Admin",
