@@ -108,8 +108,13 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
 def _podman(
     *args: str, timeout: float = 600, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout,
-                          check=check)  # fmt: skip
+    done = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(
+            f"podman {' '.join(args[:3])} ... failed ({done.returncode}):\n"
+            f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
+    return done
 
 
 @pytest.fixture(scope="module")
