@@ -276,3 +276,8 @@ def test_wrong_issuer_or_expired_token_is_refused(
     text = log.stdout + log.stderr
     secret = Path(provider.settings["client_secret_file"]).read_text().strip()
     assert secret not in text  # never in a log
+    env = _podman("inspect", "--format", "{{json .Config.Env}}", airflow.name).stdout
+    assert oidc.SECRET_ENV in env and secret not in env  # nor in the environment listing
+    ps = _podman("exec", airflow.name, "/usr/bin/python3.13", "-c",
+                 "import os; print(os.environ)").stdout  # fmt: skip
+    assert secret not in ps  # not even in the processes' environment
