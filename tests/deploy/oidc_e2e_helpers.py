@@ -229,3 +229,25 @@ def page_text(driver: Any) -> str:
         return str(driver.find_element(By.TAG_NAME, "body").text)
     except Exception:  # a page in the middle of a navigation
         return ""
+
+
+TRIGGERED = "Dag Run Triggered"  # the UI's toasts (en locale, components.json triggerDag.toaster)
+TRIGGER_FAILED = "Failed to Trigger Dag"
+
+
+def ui_trigger(driver: Any, airflow_url: str, dag_id: str) -> str:
+    """Trigger ``dag_id`` through the UI's own dialog (the Dag page's Trigger button, then its
+    submit button); the toast it shows: TRIGGERED or TRIGGER_FAILED."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(driver, 120)
+    driver.get(f"{airflow_url}/dags/{dag_id}")
+    button = (By.CSS_SELECTOR, "[data-testid='trigger-dag-button']")
+    wait.until(ec.element_to_be_clickable(button)).click()
+    submit = (By.CSS_SELECTOR, "[data-testid='trigger-dag-submit']")
+    wait.until(ec.element_to_be_clickable(submit)).click()
+    wait.until(lambda d: TRIGGERED in page_text(d) or TRIGGER_FAILED in page_text(d))
+    text = page_text(driver)
+    return TRIGGER_FAILED if TRIGGER_FAILED in text else TRIGGERED

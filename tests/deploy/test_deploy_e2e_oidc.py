@@ -32,6 +32,8 @@ import pytest
 from oidc_e2e_helpers import (
     MIN_NODE,
     NOBODY,
+    TRIGGER_FAILED,
+    TRIGGERED,
     Login,
     Provider,
     api,
@@ -40,6 +42,7 @@ from oidc_e2e_helpers import (
     install_provider,
     node_version,
     private_home,
+    ui_trigger,
     wait_http,
 )
 
@@ -212,6 +215,7 @@ def test_admin_group_gets_admin(airflow: Airflow, driver: Any) -> None:
     assert roles_of(airflow, result.token, "alice") == ["Admin"]
     assert api("GET", f"{airflow.url}/api/v2/dags", result.token)[0] == 200
     assert trigger(airflow, result.token) == 200
+    assert ui_trigger(driver, airflow.url, DAG) == TRIGGERED
 
 
 def test_viewer_group_gets_viewer_and_cannot_trigger(airflow: Airflow, driver: Any) -> None:
@@ -230,6 +234,11 @@ def test_viewer_group_gets_viewer_and_cannot_trigger(airflow: Airflow, driver: A
         result.token,
     )
     assert status == 403
+    # and the UI's own Trigger dialog: refused, and no run was made
+    runs = f"{airflow.url}/api/v2/dags/{DAG}/dagRuns"
+    before = api("GET", runs, admin)[1]["total_entries"]
+    assert ui_trigger(driver, airflow.url, DAG) == TRIGGER_FAILED
+    assert api("GET", runs, admin)[1]["total_entries"] == before
 
 
 def test_user_in_no_mapped_group_gets_no_access(airflow: Airflow, driver: Any) -> None:
