@@ -180,8 +180,9 @@ oidc_options = [
     click.option(
         "--oidc-issuer",
         metavar="URL",
-        help="Log in through this OpenID Connect provider (its discovery document is "
-        "URL/.well-known/openid-configuration): FAB auth manager, OAuth login, roles from groups.",
+        help="Log in through this OpenID Connect provider: its issuer exactly as its discovery "
+        "document (URL/.well-known/openid-configuration) names it, trailing slash included. "
+        "FAB auth manager, OAuth login, roles from groups.",
     ),
     click.option("--oidc-client-id", metavar="ID", help="With --oidc-issuer: the client id."),
     click.option(
