@@ -25,6 +25,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,10 +136,16 @@ def private_home(installed: Path) -> Path:
     return home / "app"
 
 
-def wait_http(url: str, timeout: float, expect: int = 200) -> None:
+def wait_http(
+    url: str, timeout: float, expect: int = 200, alive: Callable[[], bool] | None = None
+) -> None:
+    """Wait for ``url`` to answer ``expect``; give up early once ``alive()`` says the server
+    is gone."""
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            raise TimeoutError(f"{url}: the server stopped ({last})")
         try:
             with urllib.request.urlopen(url, timeout=10) as resp:
                 if resp.status == expect:

@@ -157,10 +157,12 @@ def airflow(
         "--tmpfs", "/tmp:rw,nosuid,nodev,size=256m,mode=1777",
         "--tmpfs", "/data:rw,nosuid,nodev,size=256m,mode=1777",
         "--tmpfs", "/opt/airflow/logs:rw,nosuid,nodev,size=64m,mode=1777",
-        "-v", f"{out / 'secrets'}:/run/secrets:ro",
         "-v", f"{out / 'config' / 'airflow.cfg'}:/opt/airflow/config/airflow.cfg:ro",
         "-v", f"{out / 'config' / oidc.CONFIG_NAME}:{oidc.CONFIG_PATH}:ro",
     ]  # fmt: skip
+    # each secret file on its own, as compose's secrets are (the directory itself is 0700)
+    for secret in sorted((out / "secrets").iterdir()):
+        args += ["-v", f"{secret}:/run/secrets/{secret.name}:ro"]
     for key, value in env.items():
         args += ["-e", f"{key}={value}"]
     args += [image, "api-server", "--host", "127.0.0.1", "--port", str(port)]
@@ -168,7 +170,7 @@ def airflow(
     try:
         url = f"http://127.0.0.1:{port}"
         try:
-            wait_http(f"{url}/api/v2/monitor/health", START_TIMEOUT)
+            wait_http(f"{url}/api/v2/monitor/health", START_TIMEOUT, alive=lambda: running(name))
         except TimeoutError:
             logs = _podman("logs", "--tail", "80", name, check=False)
             pytest.fail(f"the API server did not come up:\n{logs.stdout}\n{logs.stderr}")
@@ -179,6 +181,11 @@ def airflow(
         logs = _podman("logs", "--tail", "200", name, check=False)
         (out / "api-server.log").write_text(logs.stdout + logs.stderr)
         _podman("rm", "-f", "-t", "10", name, check=False)
+
+
+def running(name: str) -> bool:
+    state = _podman("inspect", "--format", "{{.State.Running}}", name, check=False)
+    return state.stdout.strip() == "true"
 
 
 @pytest.fixture(scope="module")
