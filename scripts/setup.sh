@@ -10,9 +10,11 @@ need_apt=0
 extra=""
 # the tests also drive the Airflow UI in headless Chromium
 if [ "${HARDFLOW_SETUP_TESTS:-0}" = 1 ]; then
-  # chromium: the UI test; skopeo + docker-registry: push to a loopback registry
-  extra="chromium skopeo docker-registry"
-  for cmd in chromium skopeo docker-registry; do command -v "$cmd" >/dev/null 2>&1 || need_apt=1; done
+  # chromium: the UI test; chromium-driver: the OIDC login test (selenium); skopeo +
+  # docker-registry: push to a loopback registry. The OIDC test's provider needs Node.js >= 20.19
+  # and npm (not from Debian 12, whose Node.js is older: the test skips without them).
+  extra="chromium chromium-driver skopeo docker-registry"
+  for cmd in chromium chromedriver skopeo docker-registry; do command -v "$cmd" >/dev/null 2>&1 || need_apt=1; done
 fi
 for cmd in gpgv podman runc python3; do command -v "$cmd" >/dev/null 2>&1 || need_apt=1; done
 [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need_apt=1

@@ -14,16 +14,20 @@ from hardflow.cli.console import out, print_json
 from hardflow.cli.deploy_options import (
     MetricsChoice,
     k8s_opts,
+    oidc_json,
+    oidc_note,
     pinned,
     pinning_note,
     topology,
     with_image_options,
     with_k8s_options,
     with_metrics_options,
+    with_oidc_options,
 )
 from hardflow.contract import API_PORT
 from hardflow.deploy import secrets as sec
 from hardflow.deploy.metrics import PROMETHEUS_PORT
+from hardflow.deploy.oidc import OidcSettings
 from hardflow.deploy.pinning import Pinning
 from hardflow.deploy.topology import Images
 from hardflow.errors import HardflowError
@@ -65,6 +69,7 @@ def deploy() -> None:
 )
 @with_metrics_options
 @with_image_options
+@with_oidc_options
 def compose(
     workers: int,
     out_dir: Path | None,
@@ -81,15 +86,17 @@ def compose(
     project: str,
     admin_user: str,
     as_json: bool,
+    oidc: OidcSettings | None,
 ) -> None:
     """A compose project: PostgreSQL, Redis, API server, scheduler, DAG processor, triggerer,
     N Celery workers and a one-shot init job. Runs with docker compose and podman-compose."""
     from hardflow.deploy.compose import write_compose_project
 
     if official_override:
-        if metrics:
+        if metrics or oidc:
             raise HardflowError(
-                "--metrics renders hardflow's own topology: expected it without --official-override"
+                "--metrics and --oidc-issuer render hardflow's own topology: expected them "
+                "without --official-override"
             )
         _official_override(airflow_image, postgres_image, redis_image, out_dir or Path("."),
                            as_json)  # fmt: skip
@@ -99,7 +106,7 @@ def compose(
     top = topology(
         airflow_image, postgres_image, redis_image,
         workers=workers, project=project, admin_user=admin_user, api_port=port, dags_dir=dags_dir,
-        metrics=choice,
+        metrics=choice, oidc=oidc,
     )  # fmt: skip
     result = write_compose_project(top, out_dir)
     if as_json:
@@ -113,6 +120,7 @@ def compose(
             "api_url": f"http://127.0.0.1:{port}",
             "admin_user": admin_user,
             "prometheus_url": f"http://127.0.0.1:{prometheus_port}" if metrics else None,
+            "oidc": oidc_json(oidc, f"http://127.0.0.1:{port}"),
         })  # fmt: skip
         return
     out.print(f"wrote {result.compose_file} ({len(result.services)} services)")
@@ -129,6 +137,7 @@ def compose(
     out.print(f"  API/UI:   http://127.0.0.1:{port}  user {admin_user!r}, {where}")
     if metrics:
         out.print(f"  metrics:  http://127.0.0.1:{prometheus_port}  (Prometheus; no login)")
+    oidc_note(oidc, f"http://127.0.0.1:{port}")
 
 
 def _official_override(
@@ -176,6 +185,7 @@ def _official_override(
 @with_metrics_options
 @with_k8s_options
 @with_image_options
+@with_oidc_options
 def k8s(
     out_dir: Path,
     podman_play: bool,
@@ -193,6 +203,7 @@ def k8s(
     project: str,
     admin_user: str,
     as_json: bool,
+    oidc: OidcSettings | None,
 ) -> None:
     """Plain Kubernetes manifests (Pod Security "restricted"): Deployments, Services, Secrets,
     ConfigMap, NetworkPolicies, the init Job and, for KubernetesExecutor, the pod template.
@@ -203,7 +214,7 @@ def k8s(
     top = topology(
         airflow_image, postgres_image, redis_image,
         workers=workers, project=project, admin_user=admin_user,
-        metrics=MetricsChoice(metrics, prometheus_image, statsd_exporter_image),
+        metrics=MetricsChoice(metrics, prometheus_image, statsd_exporter_image), oidc=oidc,
     )  # fmt: skip
     top, pinning = pinned(top)
     opts = k8s_opts(executor, namespace, postgres_host, storage_class)
@@ -218,6 +229,7 @@ def k8s(
             "kinds": list(result.kinds),
             "secrets_reused": result.secrets_reused,
             "secret_status": result.secret_status.to_json(),
+            "oidc": oidc_json(oidc, f"http://127.0.0.1:{API_PORT}"),
         })  # fmt: skip
         return
     out.print(f"wrote {result.manifests} ({len(result.kinds)} objects)")
@@ -226,6 +238,7 @@ def k8s(
     if result.podman_play:
         out.print(f"  podman:  {result.podman_play} (mode 0600; images by tag for podman)")
     out.print(f"  apply:   kubectl apply -f {result.secrets} -f {result.manifests}")
+    oidc_note(oidc, "https://AIRFLOW-HOST")
     if metrics:
         out.print(
             f"  metrics: kubectl -n {namespace} port-forward svc/prometheus "
@@ -244,6 +257,7 @@ def k8s(
 )
 @with_k8s_options
 @with_image_options
+@with_oidc_options
 def helm_values(
     out_dir: Path,
     executor: str,
@@ -257,6 +271,7 @@ def helm_values(
     project: str,
     admin_user: str,
     as_json: bool,
+    oidc: OidcSettings | None,
 ) -> None:
     """Values for the official Apache Airflow Helm chart (the pinned release named in the file),
     running the hardflow image restricted and read-only with the chart's defaults."""
@@ -265,7 +280,7 @@ def helm_values(
 
     top = topology(
         airflow_image, postgres_image, redis_image,
-        workers=workers, project=project, admin_user=admin_user,
+        workers=workers, project=project, admin_user=admin_user, oidc=oidc,
     )  # fmt: skip
     top, pinning = pinned(top)
     opts = k8s_opts(executor, namespace, postgres_host, storage_class)
@@ -276,10 +291,12 @@ def helm_values(
             "pinned": "airflow" not in pinning.unpinned,
             "values": str(result.values), "secrets": str(result.secrets),
             "secret_status": result.secret_status.to_json(),
+            "oidc": oidc_json(oidc, "https://AIRFLOW-HOST"),
         })  # fmt: skip
         return
     out.print(f"wrote {result.values} (for the official chart {CHART_VERSION})")
     out.print(f"  secrets: {result.secrets} (mode 0600); {result.secrets_note}")
+    oidc_note(oidc, "https://AIRFLOW-HOST")
     if "airflow" in pinning.unpinned:
         pinning_note(Pinning(references={}, unpinned=("airflow",)))
     out.print(

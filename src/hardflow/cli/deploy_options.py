@@ -3,8 +3,11 @@ settings, and the topology they describe (split from ``cli/deploy.py`` to keep i
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -13,8 +16,10 @@ from hardflow.cli.options import json_option
 from hardflow.contract import API_PORT
 from hardflow.deploy.k8s import K8sOptions
 from hardflow.deploy.metrics import PROMETHEUS_PORT
+from hardflow.deploy.oidc import DEFAULT_GROUPS_CLAIM, DEFAULT_SCOPES, OidcSettings
 from hardflow.deploy.pinning import Pinning
 from hardflow.deploy.topology import Images, Topology
+from hardflow.errors import HardflowError
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ def topology(
     api_port: int = API_PORT,
     dags_dir: Path | None = None,
     metrics: MetricsChoice | None = None,
+    oidc: OidcSettings | None = None,
 ) -> Topology:
     """The deployment the options describe; an image not given is hardflow's own build."""
     default = Images.default()
@@ -58,6 +64,7 @@ def topology(
         dags_dir=str(dags_dir.resolve()) if dags_dir else "",
         metrics=metrics.enabled,
         prometheus_port=metrics.port,
+        oidc=oidc,
     )
 
 
@@ -167,3 +174,132 @@ def k8s_opts(
         postgres_host=postgres_host or "postgres",
         external_database=bool(postgres_host),
     )
+
+
+oidc_options = [
+    click.option(
+        "--oidc-issuer",
+        metavar="URL",
+        help="Log in through this OpenID Connect provider: its issuer exactly as its discovery "
+        "document (URL/.well-known/openid-configuration) names it, trailing slash included. "
+        "FAB auth manager, OAuth login, roles from groups.",
+    ),
+    click.option("--oidc-client-id", metavar="ID", help="With --oidc-issuer: the client id."),
+    click.option(
+        "--oidc-client-secret-file",
+        metavar="FILE",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="With --oidc-issuer: the file holding the client secret (copied into the "
+        "deployment's secrets; never into a config or the environment).",
+    ),
+    click.option(
+        "--role-map",
+        "role_map",
+        metavar="GROUP=ROLE",
+        multiple=True,
+        help="With --oidc-issuer (repeatable): members of GROUP get Airflow role ROLE (Admin, Op, "
+        "User, Viewer, Public, or a custom role). A user in no mapped group cannot log in.",
+    ),
+    click.option(
+        "--groups-claim",
+        default=DEFAULT_GROUPS_CLAIM,
+        show_default=True,
+        help="With --oidc-issuer: the ID token (or userinfo) claim that lists the groups.",
+    ),
+    click.option(
+        "--oidc-scope",
+        "oidc_scopes",
+        metavar="SCOPE",
+        multiple=True,
+        help=f"With --oidc-issuer (repeatable): the scopes to request (default: "
+        f"{' '.join(DEFAULT_SCOPES)}).",
+    ),
+]
+
+
+def oidc_settings(
+    issuer: str | None,
+    client_id: str | None,
+    secret_file: Path | None,
+    role_map: tuple[str, ...],
+    groups_claim: str,
+    scopes: tuple[str, ...],
+) -> OidcSettings | None:
+    """The --oidc-* options as settings (None without --oidc-issuer), checked together."""
+    from hardflow.deploy.oidc import settings
+
+    if not issuer:
+        given = [name for name, value in (
+            ("--oidc-client-id", client_id), ("--oidc-client-secret-file", secret_file),
+            ("--role-map", role_map), ("--oidc-scope", scopes),
+            ("--groups-claim", groups_claim != DEFAULT_GROUPS_CLAIM),
+        ) if value]  # fmt: skip
+        if given:
+            raise HardflowError(f"{', '.join(given)}: expected --oidc-issuer URL with them")
+        return None
+    missing = [name for name, value in (
+        ("--oidc-client-id", client_id), ("--oidc-client-secret-file", secret_file),
+        ("--role-map GROUP=ROLE", role_map),
+    ) if not value]  # fmt: skip
+    if missing:
+        raise HardflowError(f"--oidc-issuer needs {', '.join(missing)} too")
+    assert client_id and secret_file  # for mypy: checked above
+    return settings(
+        issuer, client_id, secret_file, role_map, groups_claim, scopes or DEFAULT_SCOPES
+    )
+
+
+def with_oidc_options(func: Callable[..., None]) -> Callable[..., None]:
+    """Add the --oidc-* options; the command receives them as one ``oidc`` argument."""
+
+    @functools.wraps(func)
+    def wrapper(
+        *args: Any,
+        oidc_issuer: str | None,
+        oidc_client_id: str | None,
+        oidc_client_secret_file: Path | None,
+        role_map: tuple[str, ...],
+        groups_claim: str,
+        oidc_scopes: tuple[str, ...],
+        **kwargs: Any,
+    ) -> None:
+        kwargs["oidc"] = oidc_settings(
+            oidc_issuer, oidc_client_id, oidc_client_secret_file, role_map, groups_claim,
+            oidc_scopes,
+        )  # fmt: skip
+        func(*args, **kwargs)
+
+    command: Callable[..., None] = wrapper
+    for option in reversed(oidc_options):
+        command = option(command)
+    return command
+
+
+def oidc_json(oidc: OidcSettings | None, api_url: str) -> dict[str, object] | None:
+    from hardflow.deploy.oidc import callback_url
+
+    if oidc is None:
+        return None
+    return {
+        "issuer": oidc.issuer,
+        "client_id": oidc.client_id,
+        "redirect_uri": callback_url(api_url),
+        "role_map": {group: list(roles) for group, roles in oidc.role_map.items()},
+        "groups_claim": oidc.groups_claim,
+        "custom_roles": list(oidc.custom_roles),
+    }
+
+
+def oidc_note(oidc: OidcSettings | None, api_url: str) -> None:
+    from hardflow.deploy.oidc import callback_url
+
+    if oidc is None:
+        return
+    out.print(f"  login:   OpenID Connect at {oidc.issuer}; register the redirect URI "
+              f"{callback_url(api_url)}")  # fmt: skip
+    roles = ", ".join(f"{g} -> {'/'.join(r)}" for g, r in oidc.role_map.items())
+    out.print(f"  roles:   {roles} (groups claim {oidc.groups_claim!r}; anyone else is refused)")
+    if oidc.custom_roles:
+        out.print(
+            f"  [yellow]custom roles must exist in Airflow: {', '.join(oidc.custom_roles)}[/]"
+        )

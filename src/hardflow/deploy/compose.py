@@ -14,6 +14,7 @@ from pathlib import Path
 
 from hardflow.contract import API_PORT, DAGS_DIR, HEALTH_COMMAND, LOGS_DIR
 from hardflow.deploy import metrics as met
+from hardflow.deploy import oidc
 from hardflow.deploy import secrets as sec
 from hardflow.deploy.topology import (
     AIRFLOW_CFG,
@@ -32,6 +33,7 @@ COMPOSE_FILE = "compose.yaml"
 SECRETS_SUBDIR = "secrets"
 CONFIG_SUBDIR = "config"
 AIRFLOW_SECRETS = tuple(sec.AIRFLOW_FILE_VARIABLES.values())
+OIDC_SECRET_PATH = f"{SECRETS_DIR}/{oidc.SECRET_NAME}"
 
 
 def worker_names(top: Topology) -> list[str]:
@@ -149,12 +151,21 @@ def _airflow(top: Topology, kind: str, command: list[str], health_role: str) -> 
     volumes = [f"airflow-logs:{LOGS_DIR}", f"./{CONFIG_SUBDIR}/airflow.cfg:{CONFIG_FILE}:ro"]
     if top.dags_dir:
         volumes.append(f"{top.dags_dir}:{DAGS_DIR}:ro")
+    secrets = list(AIRFLOW_SECRETS)
+    if top.oidc:
+        # the FAB auth manager everywhere; the client secret for the API server alone (the one
+        # component that logs users in)
+        login = kind == "api-server"
+        env.update(oidc.airflow_env(oidc.CONFIG_PATH, OIDC_SECRET_PATH if login else None))
+        volumes.append(f"./{CONFIG_SUBDIR}/{oidc.CONFIG_NAME}:{oidc.CONFIG_PATH}:ro")
+        if login:
+            secrets.append(oidc.SECRET_NAME)
     return {
         "image": top.images.airflow,
         **_hardening(f"{sec.AIRFLOW_UID}:{sec.AIRFLOW_GID}", "256m"),
         "command": command,
         "environment": env,
-        "secrets": list(AIRFLOW_SECRETS),
+        "secrets": secrets,
         "volumes": volumes,
         **_health((*HEALTH_COMMAND, health_role), "120s"),
         "restart": "unless-stopped",
@@ -212,14 +223,14 @@ def render_compose(top: Topology) -> dict[str, object]:
         svc["hostname"] = name  # task logs are served from, and named after, this host
         svc["stop_grace_period"] = "120s"  # Celery's warm shutdown lets running tasks finish
         services[name] = svc
+    secret_names = ["postgres_password", "redis_password", *AIRFLOW_SECRETS]
+    if top.oidc:
+        secret_names.append(oidc.SECRET_NAME)
     return {
         "name": top.project,
         "services": services,
         "volumes": volumes,
-        "secrets": {
-            name: {"file": f"./{SECRETS_SUBDIR}/{name}"}
-            for name in ("postgres_password", "redis_password", *AIRFLOW_SECRETS)
-        },
+        "secrets": {name: {"file": f"./{SECRETS_SUBDIR}/{name}"} for name in secret_names},
     }
 
 
@@ -258,11 +269,16 @@ def write_compose_project(
     found = sec.scan_existing(secrets_dir) if secrets_dir.is_dir() else {}
     creds, status = sec.reuse_credentials(found, source=f"{secrets_dir}/")
     files = sec.secret_files(creds, sec.Endpoints())
+    if top.oidc:
+        files += (oidc_secret_file(top.oidc),)
     written = sec.write_secret_files(secrets_dir, files, chown=chown)
     config_dir = out_dir / CONFIG_SUBDIR
     config_dir.mkdir(exist_ok=True)
     atomic_write(config_dir / "airflow.cfg", AIRFLOW_CFG.encode())
     (config_dir / "airflow.cfg").chmod(0o644)
+    if top.oidc:
+        text = oidc.render_webserver_config(top.oidc)
+        atomic_write(config_dir / oidc.CONFIG_NAME, text.encode(), 0o644)
     if top.metrics:
         prometheus_yml = config_dir / met.PROMETHEUS_CONFIG_NAME
         atomic_write(prometheus_yml, met.prometheus_config_text(met.EXPORTER).encode(), 0o644)
@@ -277,6 +293,12 @@ def write_compose_project(
         secrets_owned=chown if chown is not None else _is_root(),
         secret_status=status,
     )
+
+
+def oidc_secret_file(settings: oidc.OidcSettings) -> sec.SecretFile:
+    """The client secret, copied from --oidc-client-secret-file into the deployment's secrets."""
+    value = oidc.read_client_secret(settings.client_secret_file)
+    return sec.SecretFile(oidc.SECRET_NAME, value, sec.AIRFLOW)
 
 
 def _is_root() -> bool:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from hardflow.deploy import oidc
 from hardflow.deploy import secrets as sec
 from hardflow.deploy.chart import CHART_REPOSITORY, CHART_VERSION
 from hardflow.deploy.k8s import EXECUTORS, K8sOptions, container_security, pod_security
@@ -167,7 +168,42 @@ def render_helm_values(top: Topology, opts: K8sOptions) -> Doc:
         values["workers"] = {"resources": _resources(top, "airflow-worker")}
     for job in ("migrateDatabaseJob", "createUserJob"):
         values[job] = {"resources": _resources(top, "airflow-init")}
+    if top.oidc:
+        _oidc_values(top, values)
     return values
+
+
+OIDC_DIR = "/opt/airflow/oidc"  # the API server's rendered webserver_config.py
+OIDC_SECRET_DIR = "/run/secrets/oidc"
+
+
+def oidc_names(top: Topology) -> tuple[str, str]:
+    """(ConfigMap, Secret) of the OpenID Connect login, both in helm-secrets.yaml."""
+    return f"{top.project}-oidc-config", f"{top.project}-oidc"
+
+
+def _oidc_values(top: Topology, values: Doc) -> None:
+    """The API server logs users in through OpenID Connect: the FAB auth manager (every
+    component, through airflow.cfg), the rendered config and the client secret mounted in the
+    API server alone (its extraVolumes), found through its env."""
+    config_map, secret = oidc_names(top)
+    values["config"]["core"] = {"auth_manager": oidc.FAB_AUTH_MANAGER}
+    api = values["apiServer"]
+    api["env"] = [
+        {"name": name, "value": value}
+        for name, value in oidc.airflow_env(
+            f"{OIDC_DIR}/{oidc.CONFIG_NAME}", f"{OIDC_SECRET_DIR}/{oidc.SECRET_NAME}"
+        ).items()
+        if name != "AIRFLOW__CORE__AUTH_MANAGER"
+    ]
+    api["extraVolumes"] = [
+        {"name": "oidc-config", "configMap": {"name": config_map}},
+        {"name": "oidc-secret", "secret": {"secretName": secret, "defaultMode": 0o440}},
+    ]
+    api["extraVolumeMounts"] = [
+        {"name": "oidc-config", "mountPath": OIDC_DIR, "readOnly": True},
+        {"name": "oidc-secret", "mountPath": OIDC_SECRET_DIR, "readOnly": True},
+    ]
 
 
 def render_helm_secrets(top: Topology, opts: K8sOptions, creds: sec.Credentials) -> list[Doc]:
@@ -183,7 +219,10 @@ def render_helm_secrets(top: Topology, opts: K8sOptions, creds: sec.Credentials)
     if opts.celery:
         items.insert(1, (names["result_backend"], "connection", sec.result_backend(creds, ep)))
         items.insert(2, (names["broker_url"], "connection", sec.broker_url(creds, ep)))
-    return [
+    if top.oidc:
+        value = oidc.read_client_secret(top.oidc.client_secret_file)
+        items.append((oidc_names(top)[1], oidc.SECRET_NAME, value))
+    docs: list[Doc] = [
         {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -193,6 +232,16 @@ def render_helm_secrets(top: Topology, opts: K8sOptions, creds: sec.Credentials)
         }
         for name, key, value in items
     ]
+    if top.oidc:  # not secret, but applied with the Secrets, before the chart is installed
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": oidc_names(top)[0], "namespace": opts.namespace},
+                "data": {oidc.CONFIG_NAME: oidc.render_webserver_config(top.oidc)},
+            }
+        )
+    return docs
 
 
 @dataclass(frozen=True)

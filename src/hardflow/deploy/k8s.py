@@ -19,6 +19,7 @@ from pathlib import Path
 
 from hardflow.contract import API_PORT, CONFIG_DIR, HEALTH_COMMAND, LOGS_DIR
 from hardflow.deploy import metrics as met
+from hardflow.deploy import oidc
 from hardflow.deploy import secrets as sec
 from hardflow.deploy.k8s_metrics import metrics_documents
 from hardflow.deploy.k8s_objects import EXECUTORS as EXECUTORS  # re-exported (helm, cli)
@@ -68,6 +69,8 @@ def airflow_env(top: Topology, opts: K8sOptions) -> dict[str, str]:
         env["AIRFLOW__KUBERNETES_EXECUTOR__DELETE_WORKER_PODS"] = "True"
     if top.metrics:
         env.update(met.airflow_env(opts.statsd_host))
+    if top.oidc:  # the rendered webserver_config.py is in the config ConfigMap
+        env.update(oidc.airflow_env(oidc.CONFIG_PATH, None))
     # see compose.py: every component migrates (a no-op on a current schema) under the lock
     env["_AIRFLOW_DB_MIGRATE"] = "true"
     return env
@@ -309,6 +312,8 @@ def render_manifests(top: Topology, opts: K8sOptions) -> list[Doc]:
         }
     ]
     config: dict[str, str] = {"airflow.cfg": AIRFLOW_CFG}
+    if top.oidc:
+        config[oidc.CONFIG_NAME] = oidc.render_webserver_config(top.oidc)
     if not opts.celery:
         config["pod_template.yaml"] = dump(pod_template(top, opts))
     docs.append(
@@ -376,17 +381,40 @@ def render_manifests(top: Topology, opts: K8sOptions) -> list[Doc]:
     health = {WORKER_ROLE: "celery"}
     for role, replicas in roles:
         extra = {"_AIRFLOW_WWW_USER_CREATE": "true"} if role == "api-server" else {}
+        if role == "api-server" and top.oidc:
+            extra[oidc.SECRET_ENV] = f"{OIDC_SECRET_DIR}/{oidc.SECRET_NAME}"
         c = _airflow_container(top, opts, role, [role], role, health.get(role, role), extra)
         if role == "api-server":
             c["ports"] = [{"containerPort": API_PORT, "name": "http"}]
         if role == WORKER_ROLE:
             c["ports"] = [{"containerPort": WORKER_LOG_PORT, "name": "logs"}]
         spec = _airflow_pod_spec(top, opts, c, "Always")
+        if role == "api-server" and top.oidc:
+            _add_oidc_secret(top, spec)
         docs.append(_deployment(top, opts, role, role, spec, replicas))
         if role == "api-server":
             docs.append(_service(top, opts, "api-server", "api-server", API_PORT))
     docs.extend(_network_policies(top, opts))
     return docs
+
+
+OIDC_SECRET_DIR = f"{SECRETS_DIR}/oidc"
+
+
+def oidc_secret_name(top: Topology) -> str:
+    return f"{top.project}-oidc"
+
+
+def _add_oidc_secret(top: Topology, spec: Doc) -> None:
+    """The API server alone reads the OpenID Connect client secret: its own Secret, mounted."""
+    spec["volumes"].append(
+        {
+            "name": "oidc",
+            "secret": {"secretName": oidc_secret_name(top), "defaultMode": 0o440},
+        }
+    )
+    mount = {"name": "oidc", "mountPath": OIDC_SECRET_DIR, "readOnly": True}
+    spec["containers"][0]["volumeMounts"].append(mount)
 
 
 def _secret(top: Topology, opts: K8sOptions, name: str, data: Mapping[str, str]) -> Doc:
@@ -420,6 +448,9 @@ def render_secrets(top: Topology, opts: K8sOptions, creds: sec.Credentials) -> l
         docs.append(
             _secret(top, opts, f"{top.project}-redis", {"redis_password": files["redis_password"]})
         )
+    if top.oidc:
+        value = oidc.read_client_secret(top.oidc.client_secret_file)
+        docs.append(_secret(top, opts, oidc_secret_name(top), {oidc.SECRET_NAME: value}))
     return docs
 
 

@@ -17,6 +17,7 @@ from hardflow.contract import (
     LOGS_DIR,
     local_reference,
 )
+from hardflow.deploy.oidc import OidcSettings
 from hardflow.errors import HardflowError
 from hardflow.spec import load_embedded
 
@@ -117,6 +118,8 @@ class Topology:
     # Prometheus's UI and API (compose), bound to 127.0.0.1
     metrics: bool = False
     prometheus_port: int = 9090
+    # --oidc-issuer ...: log in through OpenID Connect (hardflow.deploy.oidc), FAB auth manager
+    oidc: OidcSettings | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.workers <= 64:
@@ -171,6 +174,9 @@ def airflow_environment(top: Topology, executor: str, api_host: str) -> dict[str
     }
     if executor == "CeleryExecutor":
         env["AIRFLOW__CELERY__WORKER_CONCURRENCY"] = str(top.worker_concurrency)
+    if top.oidc:  # the FAB auth manager (hardflow.deploy.oidc.airflow_env), not the simple one
+        del env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]
+        del env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
     return env
 
 
