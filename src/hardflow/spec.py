@@ -114,12 +114,38 @@ class ImageSpec:
     # baked into AIRFLOW_HOME/dags and AIRFLOW_HOME/plugins in the image's top layer; "" = none.
     dags: str = ""
     plugins: str = ""
+    # `platforms`: the OCI platforms ("linux/amd64", "linux/arm64") of a multi-platform image,
+    # in the order of its index; () = one platform, linux/<debian.architecture>. A list of one
+    # is stored as that (``debian.architecture``), so its checksums are those of a spec
+    # without the key. ``debian.architecture`` is the first platform's.
+    platforms: tuple[str, ...] = ()
     source: str = ""  # where the spec was loaded from (not part of the checksum)
     base_dir: str = ""  # directory relative sources are read from (not part of the checksum)
 
     @property
     def reference(self) -> str:
         return f"{self.name}:{self.tag}"
+
+    @property
+    def architectures(self) -> tuple[str, ...]:
+        """The Debian architectures of the image's platforms, the first being the primary one."""
+        if not self.platforms:
+            return (self.debian.architecture,)
+        return tuple(platform_architecture(p) for p in self.platforms)
+
+    def for_architecture(self, arch: str) -> ImageSpec:
+        """The one-platform view of this spec that the stages of ``arch`` see (the spec itself
+        when it has only that platform). SpecError for an architecture the spec lacks."""
+        if arch not in self.architectures:
+            raise SpecError(
+                f"{self.source or self.name}: expected one of the spec's platforms "
+                f"({', '.join(oci_platform(a) for a in self.architectures)}), found "
+                f"{oci_platform(arch)}",
+                hint="add it to the spec's top-level 'platforms' and run `hardflow lock`",
+            )
+        if not self.platforms and arch == self.debian.architecture:
+            return self
+        return replace(self, debian=replace(self.debian, architecture=arch), platforms=())
 
     def lock_checksum(self) -> str:
         """sha256 over the fields a lock is resolved from (Debian and Python inputs).
@@ -128,9 +154,11 @@ class ImageSpec:
         a lock; changing a package, suite, exclude, requirement (also in a base or a
         requirements file), hash, find-links folder or the target Python does.
         """
-        data = {"debian": asdict(self.debian), "python": self._python_data()}
+        data: dict[str, Any] = {"debian": asdict(self.debian), "python": self._python_data()}
         for key in ("mirror", "security_mirror", "keyring"):  # where from, not what
             data["debian"].pop(key)
+        if self.platforms:  # added later: left out while unset (one platform)
+            data["platforms"] = list(self.platforms)
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -140,6 +168,8 @@ class ImageSpec:
         data = asdict(replace(self, python=replace(self.python, hashes={})))
         data.pop("source")
         data.pop("base_dir")
+        if not data["platforms"]:  # added later: left out while unset (one platform)
+            data.pop("platforms")
         data["python"] = self._python_data()
         for key in ("dags", "plugins"):  # added later: left out while unset
             folder = data.pop(key)
@@ -177,6 +207,44 @@ def _file_fingerprint(spec: ImageSpec, f: ExtraFile) -> dict[str, object]:
         "mode": f.mode,
         "sha256": hashlib.sha256(read_extra_file(spec, f)).hexdigest(),
     }
+
+
+# OCI platform (os/architecture) -> Debian architecture, for the platforms hardflow builds.
+PLATFORM_ARCHITECTURES = {"linux/amd64": "amd64", "linux/arm64": "arm64"}
+_PLATFORM_ALIASES = {"linux/arm64/v8": "linux/arm64", "linux/x86_64": "linux/amd64",
+                     "linux/aarch64": "linux/arm64"}  # fmt: skip
+
+
+def platform_architecture(platform: str) -> str:
+    """The Debian architecture of an OCI platform (``linux/arm64`` -> ``arm64``)."""
+    canonical = _PLATFORM_ALIASES.get(platform, platform)
+    if canonical not in PLATFORM_ARCHITECTURES:
+        raise SpecError(
+            f"platform {platform!r}: expected one of {', '.join(PLATFORM_ARCHITECTURES)}"
+        )
+    return PLATFORM_ARCHITECTURES[canonical]
+
+
+def oci_platform(arch: str) -> str:
+    """The OCI platform of a Debian architecture (``arm64`` -> ``linux/arm64``)."""
+    return f"linux/{arch}"
+
+
+def parse_platforms(values: Sequence[str], what: str) -> tuple[str, ...]:
+    """Platforms as written (spec or ``--platform``): canonical, each once, in order."""
+    out: list[str] = []
+    for value in values:
+        canonical = _PLATFORM_ALIASES.get(value.strip(), value.strip())
+        if canonical not in PLATFORM_ARCHITECTURES:
+            raise SpecError(
+                f"{what}: expected platforms among {', '.join(PLATFORM_ARCHITECTURES)}, "
+                f"found {value!r}"
+            )
+        if canonical not in out:
+            out.append(canonical)
+    if not out:
+        raise SpecError(f"{what}: expected at least one platform, found none")
+    return tuple(out)
 
 
 PACKAGE_PREFIX = "hardflow:"
@@ -258,7 +326,9 @@ def read_extra_file(spec: ImageSpec, f: ExtraFile) -> bytes:
 # Loading and validation
 
 
-TOP_LEVEL_KEYS = frozenset({"extends", "name", "tag", "debian", "python", "image", "files"})
+TOP_LEVEL_KEYS = frozenset(
+    {"extends", "name", "tag", "platforms", "debian", "python", "image", "files"}
+)
 _NAME = r"[a-z0-9]+(?:[._\-/][a-z0-9]+)*"
 _TAG = r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}"
 _PKG = r"[a-z0-9][a-z0-9+.\-]+"
@@ -317,6 +387,22 @@ def _parse(
         keyring=deb.string("keyring", d.keyring, pattern=r"[^\0]+"),
     )
     deb.done()
+    platforms = b.platforms
+    if "platforms" in data:
+        if "architecture" in deb.table:
+            raise SpecError(
+                f"{origin}: key 'debian.architecture': expected it left out when 'platforms' is "
+                f"given (the first platform is the primary architecture), found "
+                f"{deb.table['architecture']!r}",
+                hint='write platforms = ["linux/amd64", "linux/arm64"] alone',
+            )
+        platforms = parse_platforms(top.strings("platforms"), f"{origin}: key 'platforms'")
+    elif "architecture" in deb.table:
+        platforms = ()  # the spec chose one architecture itself: its base's list is replaced
+    if platforms:
+        debian = replace(debian, architecture=platform_architecture(platforms[0]))
+        if len(platforms) == 1:  # one platform: the same spec as without the key
+            platforms = ()
     if not debian.suites:
         raise SpecError(f"{origin}: key 'debian.suites': expected at least one suite, found none")
     for pkg in (*debian.packages, *debian.excludes):
@@ -350,6 +436,7 @@ def _parse(
         files=_merge_files(origin, b.files, b.source, own_files),
         dags=_folder(origin, base_dir, "image.dags", dags) if dags else b.dags,
         plugins=_folder(origin, base_dir, "image.plugins", plugins) if plugins else b.plugins,
+        platforms=platforms,
         source=origin,
         base_dir=base_dir,
     )
