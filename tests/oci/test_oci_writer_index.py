@@ -7,6 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
+from test_oci_writer import (
+    ANNOTATIONS,
+    REFERENCE,
+    SDE,
+    blob,
+    image_config,
+    load_json,
+    make_layers,
+)
 
 from hardflow.build.layers import LayerSpec, write_layer
 from hardflow.errors import BuildError
@@ -17,15 +26,6 @@ from hardflow.oci.writer import (
     PlatformImage,
     write_oci_index,
     write_oci_layout,
-)
-from oci.test_oci_writer import (
-    ANNOTATIONS,
-    REFERENCE,
-    SDE,
-    blob,
-    image_config,
-    load_json,
-    make_layers,
 )
 
 
