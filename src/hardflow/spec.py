@@ -17,7 +17,7 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from hardflow.errors import SpecError
@@ -31,6 +31,12 @@ from hardflow.spec_inputs import (
     tree_fingerprint,
 )
 from hardflow.spec_inputs import baked_files as baked_files
+from hardflow.spec_links import MERGED_USR_LINKS as MERGED_USR_LINKS
+from hardflow.spec_links import check_link
+from hardflow.spec_links import image_dest as image_dest
+from hardflow.spec_platforms import architectures_of, platform_view, read_platforms
+from hardflow.spec_platforms import oci_platform as oci_platform
+from hardflow.spec_platforms import parse_platforms as parse_platforms
 from hardflow.spec_toml import Reader, describe
 
 SPECS_PACKAGE = "hardflow.specs"
@@ -114,10 +120,8 @@ class ImageSpec:
     # baked into AIRFLOW_HOME/dags and AIRFLOW_HOME/plugins in the image's top layer; "" = none.
     dags: str = ""
     plugins: str = ""
-    # `platforms`: the OCI platforms ("linux/amd64", "linux/arm64") of a multi-platform image,
-    # in the order of its index; () = one platform, linux/<debian.architecture>. A list of one
-    # is stored as that (``debian.architecture``), so its checksums are those of a spec
-    # without the key. ``debian.architecture`` is the first platform's.
+    # OCI platforms of a multi-platform image, in index order (see spec_platforms); () = one,
+    # linux/<debian.architecture> (then the primary, the first platform's architecture)
     platforms: tuple[str, ...] = ()
     source: str = ""  # where the spec was loaded from (not part of the checksum)
     base_dir: str = ""  # directory relative sources are read from (not part of the checksum)
@@ -128,24 +132,12 @@ class ImageSpec:
 
     @property
     def architectures(self) -> tuple[str, ...]:
-        """The Debian architectures of the image's platforms, the first being the primary one."""
-        if not self.platforms:
-            return (self.debian.architecture,)
-        return tuple(platform_architecture(p) for p in self.platforms)
+        """The Debian architectures of the image's platforms, the primary one first."""
+        return architectures_of(self.platforms, self.debian.architecture)
 
     def for_architecture(self, arch: str) -> ImageSpec:
-        """The one-platform view of this spec that the stages of ``arch`` see (the spec itself
-        when it has only that platform). SpecError for an architecture the spec lacks."""
-        if arch not in self.architectures:
-            raise SpecError(
-                f"{self.source or self.name}: expected one of the spec's platforms "
-                f"({', '.join(oci_platform(a) for a in self.architectures)}), found "
-                f"{oci_platform(arch)}",
-                hint="add it to the spec's top-level 'platforms' and run `hardflow lock`",
-            )
-        if not self.platforms and arch == self.debian.architecture:
-            return self
-        return replace(self, debian=replace(self.debian, architecture=arch), platforms=())
+        """The one-platform view the stages of ``arch`` see (:func:`platform_view`)."""
+        return platform_view(self, arch)
 
     def lock_checksum(self) -> str:
         """sha256 over the fields a lock is resolved from (Debian and Python inputs).
@@ -209,58 +201,7 @@ def _file_fingerprint(spec: ImageSpec, f: ExtraFile) -> dict[str, object]:
     }
 
 
-# OCI platform (os/architecture) -> Debian architecture, for the platforms hardflow builds.
-PLATFORM_ARCHITECTURES = {"linux/amd64": "amd64", "linux/arm64": "arm64"}
-_PLATFORM_ALIASES = {"linux/arm64/v8": "linux/arm64", "linux/x86_64": "linux/amd64",
-                     "linux/aarch64": "linux/arm64"}  # fmt: skip
-
-
-def platform_architecture(platform: str) -> str:
-    """The Debian architecture of an OCI platform (``linux/arm64`` -> ``arm64``)."""
-    canonical = _PLATFORM_ALIASES.get(platform, platform)
-    if canonical not in PLATFORM_ARCHITECTURES:
-        raise SpecError(
-            f"platform {platform!r}: expected one of {', '.join(PLATFORM_ARCHITECTURES)}"
-        )
-    return PLATFORM_ARCHITECTURES[canonical]
-
-
-def oci_platform(arch: str) -> str:
-    """The OCI platform of a Debian architecture (``arm64`` -> ``linux/arm64``)."""
-    return f"linux/{arch}"
-
-
-def parse_platforms(values: Sequence[str], what: str) -> tuple[str, ...]:
-    """Platforms as written (spec or ``--platform``): canonical, each once, in order."""
-    out: list[str] = []
-    for value in values:
-        canonical = _PLATFORM_ALIASES.get(value.strip(), value.strip())
-        if canonical not in PLATFORM_ARCHITECTURES:
-            raise SpecError(
-                f"{what}: expected platforms among {', '.join(PLATFORM_ARCHITECTURES)}, "
-                f"found {value!r}"
-            )
-        if canonical not in out:
-            out.append(canonical)
-    if not out:
-        raise SpecError(f"{what}: expected at least one platform, found none")
-    return tuple(out)
-
-
 PACKAGE_PREFIX = "hardflow:"
-# Top-level folders that are symlinks into /usr in every image (merged /usr; the Debian stage
-# makes them): a file entry below one is written below /usr.
-MERGED_USR_LINKS = ("bin", "sbin", "lib", "lib64")
-
-
-def image_dest(dest: str) -> str:
-    """Where a ``[[files]]`` destination really is in the image: ``/bin/sh`` is ``/usr/bin/sh``.
-
-    The build writes it there: a real ``bin/`` directory in an upper layer would replace the
-    ``/bin`` symlink when the layers are stacked.
-    """
-    head, sep, rest = dest.lstrip("/").partition("/")
-    return f"/usr/{head}/{rest}" if sep and head in MERGED_USR_LINKS else dest
 
 
 def _files_key(origin: str, index: int, key: str) -> str:
@@ -387,22 +328,8 @@ def _parse(
         keyring=deb.string("keyring", d.keyring, pattern=r"[^\0]+"),
     )
     deb.done()
-    platforms = b.platforms
-    if "platforms" in data:
-        if "architecture" in deb.table:
-            raise SpecError(
-                f"{origin}: key 'debian.architecture': expected it left out when 'platforms' is "
-                f"given (the first platform is the primary architecture), found "
-                f"{deb.table['architecture']!r}",
-                hint='write platforms = ["linux/amd64", "linux/arm64"] alone',
-            )
-        platforms = parse_platforms(top.strings("platforms"), f"{origin}: key 'platforms'")
-    elif "architecture" in deb.table:
-        platforms = ()  # the spec chose one architecture itself: its base's list is replaced
-    if platforms:
-        debian = replace(debian, architecture=platform_architecture(platforms[0]))
-        if len(platforms) == 1:  # one platform: the same spec as without the key
-            platforms = ()
+    platforms, primary = read_platforms(top, deb, b.platforms, origin)
+    debian = replace(debian, architecture=primary or debian.architecture)
     if not debian.suites:
         raise SpecError(f"{origin}: key 'debian.suites': expected at least one suite, found none")
     for pkg in (*debian.packages, *debian.excludes):
@@ -564,7 +491,7 @@ def _extra_file(origin: str, base_dir: str, index: int, f: Reader) -> ExtraFile:
             f"'..', found {dest!r}"
         )
     if link:
-        _check_link(origin, index, dest, link)
+        check_link(_files_key(origin, index, "link"), dest, link)
     if extra.source:
         source_path(origin, base_dir, index, extra.source)
     return extra
@@ -620,35 +547,6 @@ def _merge_files(
 
 def _rank(own_index: int | None) -> int:
     return -1 if own_index is None else own_index
-
-
-_LINK_MAX = 1024  # far above any real target; Linux allows 4095
-
-
-def _check_link(origin: str, index: int, dest: str, link: str) -> None:
-    """A link target must be a plain path: no '..', no control characters, no trailing '/',
-    and not the link itself. Relative targets are resolved from the link's folder."""
-
-    def refuse(found: str) -> SpecError:
-        return SpecError(
-            f"{_files_key(origin, index, 'link')}: expected a normalised path (absolute, or "
-            f"relative to the folder of {dest}) without '..', control characters or a "
-            f"trailing '/', at most {_LINK_MAX} characters, found {found}",
-            hint='write the target as the image sees it, e.g. link = "bash" or '
-            'link = "/usr/local/lib/hardflow/entrypoint.py"',
-        )
-
-    if len(link) > _LINK_MAX:
-        raise refuse(f"a target of {len(link)} characters")
-    if any(ord(c) < 32 or ord(c) == 127 for c in link):
-        raise refuse(f"{link!r}")
-    posix = PurePosixPath(link)
-    if ".." in posix.parts or posix.as_posix() != link or link in (".", "/") or link[:2] == "//":
-        raise refuse(f"{link!r}")
-    where = PurePosixPath(image_dest(dest))
-    target = PurePosixPath(image_dest(link)) if posix.is_absolute() else where.parent / posix
-    if target == where:
-        raise refuse(f"{link!r}, which points at {dest} itself")
 
 
 def load_spec(path: Path) -> ImageSpec:
