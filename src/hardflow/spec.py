@@ -37,6 +37,7 @@ from hardflow.spec_links import image_dest as image_dest
 from hardflow.spec_platforms import architectures_of, platform_view, read_platforms
 from hardflow.spec_platforms import oci_platform as oci_platform
 from hardflow.spec_platforms import parse_platforms as parse_platforms
+from hardflow.spec_platforms import platform_architecture as platform_architecture
 from hardflow.spec_toml import Reader, describe
 
 SPECS_PACKAGE = "hardflow.specs"
