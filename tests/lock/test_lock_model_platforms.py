@@ -49,11 +49,30 @@ def multi() -> Lock:
                 architectures=("amd64", "arm64"))  # fmt: skip
 
 
-def test_committed_one_platform_locks_read_and_write_byte_for_byte() -> None:
+def test_committed_locks_read_and_write_byte_for_byte() -> None:
     for path in sorted(SPECS.glob("*.lock.json")):
         lock = read_lock(path)
-        assert lock.architectures == () and lock.for_architecture("amd64") is lock
+        if path.name != "airflow-multiplatform.lock.json":
+            assert lock.architectures == () and lock.for_architecture("amd64") is lock
         assert lock.to_json() == path.read_text(), path.name
+
+
+def test_the_multiplatform_default_is_the_default_on_amd64() -> None:
+    """Its lock was made preferring the default's pins: on amd64 it is the default's lock
+    (so the amd64 image shares every layer with the default image). Re-lock it with
+    ``make_lock(spec, path, prefer=<default lock>)`` after re-locking the default."""
+    multi = read_lock(SPECS / "airflow-multiplatform.lock.json")
+    default = read_lock(SPECS / "default.lock.json")
+    assert multi.architectures == ("amd64", "arm64")
+    amd64 = multi.for_architecture("amd64")
+    assert (set(amd64.debs), set(amd64.wheels)) == (set(default.debs), set(default.wheels))
+    assert amd64.suites == default.suites
+    arm64 = multi.for_architecture("arm64")
+    assert {d.architecture for d in arm64.debs} == {"arm64", "all"}
+    assert {(w.name, w.version) for w in arm64.wheels} == {
+        (w.name, w.version) for w in default.wheels
+    }  # the same versions on both platforms
+    assert not any("x86_64" in w.filename for w in arm64.wheels)
 
 
 def test_shared_entries_are_listed_once_and_each_view_is_exact() -> None:
