@@ -22,6 +22,7 @@ import pytest
 from hardflow.build.bytecode import host_architecture
 from hardflow.build.pipeline import BuildOptions, BuildResult, build
 from hardflow.build.platforms import build_image
+from hardflow.build.reproduce import check_reproducible, render_report
 from hardflow.errors import BuildError, SpecError
 from hardflow.lock.fetch import Cache
 from hardflow.lock.model import read_lock
@@ -218,3 +219,14 @@ def test_a_one_platform_spec_builds_as_before(world: World) -> None:
     assert layout["manifests"][0]["digest"] == one.image.manifest_digest
     assert "platforms" not in json.loads((world.root / "one/out/build.json").read_text())
     assert {i.name for layer in one.image.layers for i in iter_tar_entries(layer.path)}
+
+
+def test_check_reproducible_compares_the_index_and_every_platform(world: World) -> None:
+    report = check_reproducible(world.spec, read_lock(world.lock_path), world.lock_path,
+                                world.options("r"), separate_caches=False)  # fmt: skip
+    assert report.reproducible and report.index[0] == report.index[1] != ""
+    assert [p for p, _ in report.platforms] == ["linux/arm64"]
+    data = report.to_json()
+    assert data["platforms"]["linux/arm64"]["reproducible"] is True
+    lines = render_report(report)
+    assert any(line.strip().startswith("platform linux/arm64") for line in lines)
