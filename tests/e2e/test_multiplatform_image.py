@@ -9,6 +9,7 @@ Needs the network and ~2 GB of disk; no podman, no binfmt registration.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import struct
@@ -106,6 +107,18 @@ def test_arm64_python_imports_airflow_under_qemu(arm64_root: Path, tmp_path: Pat
                    env={"AIRFLOW_HOME": str(home)})  # fmt: skip
     assert version.returncode == 0, version.stderr[-3000:]
     assert version.stdout.strip().splitlines()[-1] == "3.3.2"
+
+
+def test_arm64_import_everything_under_qemu(arm64_root: Path, tmp_path: Path) -> None:
+    """The default image's import-everything check, run by the arm64 interpreter."""
+    script = Path(__file__).parent / "import_everything.py"
+    home = tmp_path / "airflow-home"
+    home.mkdir()
+    done = qemu(arm64_root, str(script), env={"AIRFLOW_HOME": str(home)}, timeout=3600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["distributions"] > 100 and report["imported"] > 5000
+    assert report["failures"] == {}
 
 
 def test_arm64_bytecode_is_what_the_arm64_interpreter_writes(
