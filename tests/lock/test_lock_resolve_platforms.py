@@ -151,3 +151,17 @@ def test_update_only_moves_an_entry_on_every_platform(world: World) -> None:
     }
     assert moved == {("native", "2.1", ("amd64",)), ("native", "2.1", ("arm64",))}
     assert after.debs == before.debs
+
+
+def test_only_after_adding_a_platform_never_keeps_another_platforms_wheel(world: World) -> None:
+    world.lock(world.spec(("linux/amd64",)))  # the one-platform lock the spec started from
+    out = world.root / "wheels"
+    wheels = [*sorted(out.glob("*.whl")), build_wheel(out, "native", "2.1", tag=X86),
+              build_wheel(out, "native", "2.1", tag=ARM)]  # fmt: skip
+    write_index(world.root / "index", wheels)
+    world.lock(world.spec(), update=True, only=["alpha"])
+    lock = read_lock(world.lock_path)
+    arm = lock.for_architecture("arm64")
+    assert {w.filename for w in arm.wheels if w.name == "native"} == {f"native-2.0-{ARM}.whl"}
+    amd = lock.for_architecture("amd64")
+    assert {w.filename for w in amd.wheels if w.name == "native"} == {f"native-2.0-{X86}.whl"}

@@ -40,7 +40,7 @@ from hardflow.pypi.index import (
     index_config_from_host,
     urllib_download,
 )
-from hardflow.pypi.resolve import resolve
+from hardflow.pypi.resolve import resolve, target_tags, wheel_rank
 from hardflow.spec import ImageSpec
 
 log = logging.getLogger(__name__)
@@ -315,6 +315,7 @@ def _lock_wheels(
     ``keep`` (default ``pins``): with ``targets``, the entries whose version did not move stay
     byte for byte what they were there."""
     py = spec.python
+    arch = spec.debian.architecture
     config = index_config or index_config_from_host()
     title = "resolve Python requirements (uv)" + (f" for {label}" if label else "")
     task = progress.task(title, total=None)
@@ -333,9 +334,15 @@ def _lock_wheels(
     task.finish()
     kept_from = keep if keep is not None else pins
     if targets is not None and kept_from is not None:
-        # an entry whose version did not move stays byte for byte what it was
-        kept = {(w.name, w.version): w for w in kept_from.wheels if w.name not in targets.wheels}
-        wheels = tuple(kept.get((w.name, w.version), w) for w in wheels)
+        # an entry whose version did not move stays byte for byte what it was (if it is a
+        # wheel for this platform: the pins of another one may be offered)
+        ranks = {t: i for i, t in enumerate(target_tags(py.version, py.glibc, arch))}
+        kept = {
+            (w.name, w.version): w
+            for w in kept_from.wheels
+            if w.name not in targets.wheels and wheel_rank(w.filename, ranks) is not None
+        }
+        wheels = tuple(kept.get((w.name, w.version), w) for w in wheels)  # fmt: skip
     check_hashes(
         wheels,
         py.hashes,
