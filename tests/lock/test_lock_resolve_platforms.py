@@ -144,7 +144,11 @@ def test_update_only_moves_an_entry_on_every_platform(world: World) -> None:
         build_wheel(out, "alpha", "1.1", requires=["armonly; platform_machine == 'aarch64'"]),
     ]
     write_index(world.root / "index", wheels)
-    world.lock(world.spec(), update=True, only=["native"])
+    outcome = make_lock(world.spec(), world.lock_path, update=True, only=["native"],
+                        env={"HARDFLOW_DEBIAN_MIRROR": world.repo.base_url},
+                        index_config=IndexConfig(index_url=world.index.url))  # fmt: skip
+    assert outcome.only == ("pypi:native",) and outcome.moved_along == ()
+    assert outcome.diff.changed == (("pypi:native", "2.0", "2.1"),)
     after = read_lock(world.lock_path)
     moved = {(w.name, w.version, w.platforms) for w in after.wheels} - {
         (w.name, w.version, w.platforms) for w in before.wheels

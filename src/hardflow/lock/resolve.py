@@ -62,7 +62,8 @@ class LockOutcome:
             return ()
         names = [n for n, _ in self.diff.added] + [n for n, _ in self.diff.removed]
         names += [n for n, _, _ in self.diff.changed]
-        return tuple(sorted(n for n in set(names) if n not in self.only))
+        # "pypi:x [arm64]": an entry of one platform of a multi-platform lock
+        return tuple(sorted(n for n in set(names) if n.split(" [", 1)[0] not in self.only))
 
 
 def load_indices(
