@@ -202,6 +202,13 @@ def test_the_index_is_reproducible_and_platforms_can_be_chosen(world: World) -> 
     arm = world.build("c", architectures=("arm64",))
     assert [p for p, _ in arm.platforms] == ["linux/arm64"]
     assert arm.image.manifest_digest == dict(a.platforms)["linux/arm64"].image.manifest_digest
+    # ... and with an empty layer cache: the amd64 Debian stage is built for its interpreter
+    world.compiler.roots.clear()
+    fresh = world.build("e", architectures=("arm64",), layer_cache_dir=world.root / "lc-e")
+    assert fresh.image.manifest_digest == arm.image.manifest_digest
+    host_base = world.root / "e/work"
+    assert any(r.name == "base" and r.parent.name == "host-amd64" for r in world.compiler.roots)
+    assert any(r.name == "cross-compiler" and host_base in r.parents for r in world.compiler.roots)
     with pytest.raises(SpecError, match="expected one of the spec's platforms"):
         world.build("d", architectures=("riscv64",))
 

@@ -366,7 +366,7 @@ def build(
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _compiler_id(compiler: Compiler | None) -> str:
+def compiler_id(compiler: Compiler | None) -> str:
     """Names the bytecode compiler in the stage keys (its output is part of the layers)."""
     if compiler is None:
         return "chroot:target-interpreter"
@@ -398,7 +398,7 @@ class Stages:
             "builder": builder_fingerprint(),
             "sde": sde,
             "compression": options.compression,
-            "compiler": _compiler_id(options.compiler),
+            "compiler": compiler_id(options.compiler),
             "python": spec.python.version,
             "interpreter": spec.python.interpreter_path,
         }

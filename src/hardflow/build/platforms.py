@@ -34,6 +34,7 @@ from hardflow.build.pipeline import (
     BuildResult,
     Stages,
     build,
+    compiler_id,
     fetch_inputs,
     image_config,
 )
@@ -134,7 +135,7 @@ class _HostInterpreter:
         """Names the compiler in the foreign platforms' stage keys: the host's packages."""
         _, lock = self._views()
         return "cross:" + stage_key({
-            "host": self.host,
+            "host": self.host, "compiler": compiler_id(self.options.compiler),
             "debs": sorted([d.name, d.version, d.architecture, d.sha256] for d in lock.debs),
         })  # fmt: skip
 
@@ -145,8 +146,8 @@ class _HostInterpreter:
             spec, lock = self._views()
             debs, _ = fetch_inputs(spec, replace(lock, wheels=()), self.options.cache,
                                    self.progress, self.options.jobs)  # fmt: skip
-            stages = Stages(spec, self.sde, replace(self.options, compiler=None),
-                            self.work / f"host-{self.host}", self.progress)  # fmt: skip
+            stages = Stages(spec, self.sde, self.options, self.work / f"host-{self.host}",
+                            self.progress)  # fmt: skip
             self.debian, _ = stages.debian(debs)
         root = self.work / "cross-compiler"
         for layer in self.debian.layers:
