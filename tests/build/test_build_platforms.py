@@ -214,6 +214,7 @@ def test_the_index_is_reproducible_and_platforms_can_be_chosen(world: World) -> 
 
 
 def test_a_one_platform_spec_builds_as_before(world: World) -> None:
+    multi = dict(world.build("multi").platforms)["linux/amd64"]
     # pipeline.build() refuses a spec of several platforms rather than build one of them
     with pytest.raises(BuildError, match=r"built by hardflow\.build\.platforms\.build_image"):
         build(world.spec, read_lock(world.lock_path), world.lock_path, world.options("x"))
@@ -225,6 +226,10 @@ def test_a_one_platform_spec_builds_as_before(world: World) -> None:
     layout = json.loads((world.root / "one/out/oci/index.json").read_text())
     assert layout["manifests"][0]["digest"] == one.image.manifest_digest
     assert "platforms" not in json.loads((world.root / "one/out/build.json").read_text())
+    # the amd64 platform of the index has the one-platform image's layers (only the labels
+    # naming the spec and the lock differ)
+    assert [x.digest for x in one.image.layers] == [x.digest for x in multi.image.layers]
+    assert one.image.config_digest != multi.image.config_digest
     assert {i.name for layer in one.image.layers for i in iter_tar_entries(layer.path)}
 
 

@@ -283,8 +283,8 @@ def _lock_all_wheels(
     """The Python set of every platform: the primary's as asked; each other platform's
     prefers the primary's versions (then its own earlier pins), so they move together."""
     arches = spec.architectures
-    if len(arches) == 1:
-        return _lock_wheels(spec, pins, update, targets, progress, index_config)
+    if len(arches) == 1:  # a multi-platform lock's pins: this platform's
+        return _lock_wheels(spec, _view(pins, arches[0]), update, targets, progress, index_config)
     views: list[tuple[str, tuple[LockedDeb, ...], tuple[LockedWheel, ...]]] = []
     for arch in arches:
         view, held = spec.for_architecture(arch), _view(pins, arch)
