@@ -63,7 +63,15 @@ RULES: dict[str, Rule] = {
     "contract": _rule(why="the image contract is plain values", base=False),
     "fsutil": _rule("errors", why="a leaf helper", base=False),
     "progress": _rule("errors", why="a leaf protocol", base=False),
-    "spec": _rule("spec_inputs", "spec_toml", why="the spec is the pipeline's first value"),
+    "spec": _rule(
+        "spec_inputs",
+        "spec_toml",
+        "spec_platforms",
+        "spec_links",
+        why="the spec is the pipeline's first value",
+    ),
+    "spec_platforms": _rule("spec_toml", why="OCI platforms and their Debian architectures"),
+    "spec_links": _rule(why="where [[files]] entries land, and their link targets"),
     "spec_inputs": _rule(why="what a spec reads from its folder"),
     "spec_toml": _rule(why="typed access to TOML tables for the spec"),
     "lock": _rule("spec", why="the lock value, mirrors and fetch know the spec, not the resolvers"),
@@ -73,6 +81,9 @@ RULES: dict[str, Rule] = {
     "oci": _rule(why="the OCI format knows nothing of how its layers were made"),
     "build": _rule(*BUILDING, why="building uses a lock (never re-resolves it) and writes OCI"),
     "build.pipeline": _rule(*BUILDING, "supply", why="runs the stages, the supply chain last"),
+    "build.platforms": _rule(
+        *BUILDING, "supply", why="runs each platform's stages, the supply chain last"
+    ),
     "supply": _rule("spec", "lock.model", "oci", why="takes the image and its lock, not the build"),
     "run": _rule("oci", why="a consumer of images: never reaches back into the build"),
     "audit": _rule("oci", "run", "supply", why="reads images and verifies their signatures"),

@@ -17,7 +17,7 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from hardflow.errors import SpecError
@@ -31,6 +31,13 @@ from hardflow.spec_inputs import (
     tree_fingerprint,
 )
 from hardflow.spec_inputs import baked_files as baked_files
+from hardflow.spec_links import MERGED_USR_LINKS as MERGED_USR_LINKS
+from hardflow.spec_links import check_link
+from hardflow.spec_links import image_dest as image_dest
+from hardflow.spec_platforms import architectures_of, platform_view, read_platforms
+from hardflow.spec_platforms import oci_platform as oci_platform
+from hardflow.spec_platforms import parse_platforms as parse_platforms
+from hardflow.spec_platforms import platform_architecture as platform_architecture
 from hardflow.spec_toml import Reader, describe
 
 SPECS_PACKAGE = "hardflow.specs"
@@ -114,12 +121,24 @@ class ImageSpec:
     # baked into AIRFLOW_HOME/dags and AIRFLOW_HOME/plugins in the image's top layer; "" = none.
     dags: str = ""
     plugins: str = ""
+    # OCI platforms of a multi-platform image, in index order (see spec_platforms); () = one,
+    # linux/<debian.architecture> (then the primary, the first platform's architecture)
+    platforms: tuple[str, ...] = ()
     source: str = ""  # where the spec was loaded from (not part of the checksum)
     base_dir: str = ""  # directory relative sources are read from (not part of the checksum)
 
     @property
     def reference(self) -> str:
         return f"{self.name}:{self.tag}"
+
+    @property
+    def architectures(self) -> tuple[str, ...]:
+        """The Debian architectures of the image's platforms, the primary one first."""
+        return architectures_of(self.platforms, self.debian.architecture)
+
+    def for_architecture(self, arch: str) -> ImageSpec:
+        """The one-platform view the stages of ``arch`` see (:func:`platform_view`)."""
+        return platform_view(self, arch)
 
     def lock_checksum(self) -> str:
         """sha256 over the fields a lock is resolved from (Debian and Python inputs).
@@ -128,9 +147,11 @@ class ImageSpec:
         a lock; changing a package, suite, exclude, requirement (also in a base or a
         requirements file), hash, find-links folder or the target Python does.
         """
-        data = {"debian": asdict(self.debian), "python": self._python_data()}
+        data: dict[str, Any] = {"debian": asdict(self.debian), "python": self._python_data()}
         for key in ("mirror", "security_mirror", "keyring"):  # where from, not what
             data["debian"].pop(key)
+        if self.platforms:  # added later: left out while unset (one platform)
+            data["platforms"] = list(self.platforms)
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -140,6 +161,8 @@ class ImageSpec:
         data = asdict(replace(self, python=replace(self.python, hashes={})))
         data.pop("source")
         data.pop("base_dir")
+        if not data["platforms"]:  # added later: left out while unset (one platform)
+            data.pop("platforms")
         data["python"] = self._python_data()
         for key in ("dags", "plugins"):  # added later: left out while unset
             folder = data.pop(key)
@@ -180,19 +203,6 @@ def _file_fingerprint(spec: ImageSpec, f: ExtraFile) -> dict[str, object]:
 
 
 PACKAGE_PREFIX = "hardflow:"
-# Top-level folders that are symlinks into /usr in every image (merged /usr; the Debian stage
-# makes them): a file entry below one is written below /usr.
-MERGED_USR_LINKS = ("bin", "sbin", "lib", "lib64")
-
-
-def image_dest(dest: str) -> str:
-    """Where a ``[[files]]`` destination really is in the image: ``/bin/sh`` is ``/usr/bin/sh``.
-
-    The build writes it there: a real ``bin/`` directory in an upper layer would replace the
-    ``/bin`` symlink when the layers are stacked.
-    """
-    head, sep, rest = dest.lstrip("/").partition("/")
-    return f"/usr/{head}/{rest}" if sep and head in MERGED_USR_LINKS else dest
 
 
 def _files_key(origin: str, index: int, key: str) -> str:
@@ -258,7 +268,9 @@ def read_extra_file(spec: ImageSpec, f: ExtraFile) -> bytes:
 # Loading and validation
 
 
-TOP_LEVEL_KEYS = frozenset({"extends", "name", "tag", "debian", "python", "image", "files"})
+TOP_LEVEL_KEYS = frozenset(
+    {"extends", "name", "tag", "platforms", "debian", "python", "image", "files"}
+)
 _NAME = r"[a-z0-9]+(?:[._\-/][a-z0-9]+)*"
 _TAG = r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}"
 _PKG = r"[a-z0-9][a-z0-9+.\-]+"
@@ -317,6 +329,8 @@ def _parse(
         keyring=deb.string("keyring", d.keyring, pattern=r"[^\0]+"),
     )
     deb.done()
+    platforms, primary = read_platforms(top, deb, b.platforms, origin)
+    debian = replace(debian, architecture=primary or debian.architecture)
     if not debian.suites:
         raise SpecError(f"{origin}: key 'debian.suites': expected at least one suite, found none")
     for pkg in (*debian.packages, *debian.excludes):
@@ -350,6 +364,7 @@ def _parse(
         files=_merge_files(origin, b.files, b.source, own_files),
         dags=_folder(origin, base_dir, "image.dags", dags) if dags else b.dags,
         plugins=_folder(origin, base_dir, "image.plugins", plugins) if plugins else b.plugins,
+        platforms=platforms,
         source=origin,
         base_dir=base_dir,
     )
@@ -477,7 +492,7 @@ def _extra_file(origin: str, base_dir: str, index: int, f: Reader) -> ExtraFile:
             f"'..', found {dest!r}"
         )
     if link:
-        _check_link(origin, index, dest, link)
+        check_link(_files_key(origin, index, "link"), dest, link)
     if extra.source:
         source_path(origin, base_dir, index, extra.source)
     return extra
@@ -533,35 +548,6 @@ def _merge_files(
 
 def _rank(own_index: int | None) -> int:
     return -1 if own_index is None else own_index
-
-
-_LINK_MAX = 1024  # far above any real target; Linux allows 4095
-
-
-def _check_link(origin: str, index: int, dest: str, link: str) -> None:
-    """A link target must be a plain path: no '..', no control characters, no trailing '/',
-    and not the link itself. Relative targets are resolved from the link's folder."""
-
-    def refuse(found: str) -> SpecError:
-        return SpecError(
-            f"{_files_key(origin, index, 'link')}: expected a normalised path (absolute, or "
-            f"relative to the folder of {dest}) without '..', control characters or a "
-            f"trailing '/', at most {_LINK_MAX} characters, found {found}",
-            hint='write the target as the image sees it, e.g. link = "bash" or '
-            'link = "/usr/local/lib/hardflow/entrypoint.py"',
-        )
-
-    if len(link) > _LINK_MAX:
-        raise refuse(f"a target of {len(link)} characters")
-    if any(ord(c) < 32 or ord(c) == 127 for c in link):
-        raise refuse(f"{link!r}")
-    posix = PurePosixPath(link)
-    if ".." in posix.parts or posix.as_posix() != link or link in (".", "/") or link[:2] == "//":
-        raise refuse(f"{link!r}")
-    where = PurePosixPath(image_dest(dest))
-    target = PurePosixPath(image_dest(link)) if posix.is_absolute() else where.parent / posix
-    if target == where:
-        raise refuse(f"{link!r}, which points at {dest} itself")
 
 
 def load_spec(path: Path) -> ImageSpec:

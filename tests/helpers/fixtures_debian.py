@@ -368,28 +368,34 @@ def build_repo(
     compressions: Sequence[str] = (".xz", ""),
     arch: str = "amd64",
     contents: bool = False,
+    arches: Sequence[str] = (),
 ) -> FakeRepo:
     """Write the .debs, per-suite ``main/binary-ARCH/Packages{compressions}``, Release, InRelease.
 
     A package is listed by each suite in its ``suites`` (only suites given here are written).
     ``contents``: also write each suite's ``main/Contents-ARCH.gz`` (listed in the Release).
+    ``arches``: several architectures (as Debian's archive has), each ``binary-ARCH`` index
+    listing the packages of that architecture and the ``Architecture: all`` ones; without it
+    ``arch``'s index lists every package.
     """
     root.mkdir(parents=True, exist_ok=True)
-    repo = FakeRepo(root, key or make_signing_key(), tuple(suites), tuple(packages), arch)
+    repo = FakeRepo(root, key or make_signing_key(), tuple(suites), tuple(packages),
+                    " ".join(arches) if arches else arch)  # fmt: skip
     for pkg in packages:
         build_deb(root / pkg.filename, pkg.control(), pkg.entries(), conffiles=pkg.conffiles)
     for suite in suites:
-        stanzas = [
-            _stanza(pkg, root / pkg.filename)
-            for pkg in sorted(packages, key=lambda p: (p.name, p.version))
-            if suite in pkg.suites
-        ]
-        text = "\n".join(stanzas).encode()
-        index_dir = repo.dist(suite) / "main" / f"binary-{arch}"
-        index_dir.mkdir(parents=True, exist_ok=True)
-        for suffix in compressions:
-            compressed = _compress(text, suffix.lstrip("."))
-            (index_dir / f"Packages{suffix}").write_bytes(compressed)
+        for index_arch in arches or (arch,):
+            stanzas = [
+                _stanza(pkg, root / pkg.filename)
+                for pkg in sorted(packages, key=lambda p: (p.name, p.version))
+                if suite in pkg.suites and (not arches or pkg.architecture in (index_arch, "all"))
+            ]
+            text = "\n".join(stanzas).encode()
+            index_dir = repo.dist(suite) / "main" / f"binary-{index_arch}"
+            index_dir.mkdir(parents=True, exist_ok=True)
+            for suffix in compressions:
+                compressed = _compress(text, suffix.lstrip("."))
+                (index_dir / f"Packages{suffix}").write_bytes(compressed)
         if contents:
             write_contents(repo, suite, [p for p in packages if suite in p.suites])
         repo.write_release(suite, date=date, valid_until=valid_until)

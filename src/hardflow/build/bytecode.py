@@ -3,13 +3,23 @@
 The host's Python may be another version, and bytecode must match the target's magic number;
 on a read-only root nothing can be compiled at start, so it is done at build time. Each
 ``.pyc`` joins the layer of its source.
+
+A foreign architecture's image (arm64 built on amd64) runs none of its own code at build time:
+bytecode depends on the CPython version and the source, not on the machine (marshal is
+little-endian everywhere; the unchecked-hash source hash is SipHash of the bytes), so the
+host architecture's interpreter of the same Debian Python compiles it (:class:`CrossCompiler`)
+with the image's paths. The multi-platform test compares the result with what the arm64
+interpreter writes under qemu-user.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import shutil
+import stat
 import subprocess
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 
@@ -149,3 +159,57 @@ def compile_stages(
     if progress and jobs:
         progress("compile bytecode", done, len(jobs))
     return counts
+
+
+_HOST_ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64"}
+
+
+def host_architecture() -> str:
+    """The Debian architecture whose programs this machine runs natively."""
+    machine = platform.machine()
+    return _HOST_ARCHITECTURES.get(machine, machine)
+
+
+class CrossCompiler:
+    """A :data:`Compiler` for a foreign architecture's tree: the host architecture's image
+    tree (``interpreter_root()``, prepared on first use) compiles it in its chroot.
+
+    The sources are hard-linked (copied across file systems) into a scratch folder inside
+    that tree, compiled there with their image paths as ``dfile`` (so ``co_filename`` is the
+    image's), and each ``.pyc`` is moved back beside its source. ``cache_id`` names the
+    compiler in the layer cache keys (the host interpreter's packages)."""
+
+    def __init__(
+        self, interpreter_root: Callable[[], Path], cache_id: str, inner: Compiler | None = None
+    ) -> None:
+        self.interpreter_root = interpreter_root
+        self.cache_id = cache_id
+        self.inner = inner or chroot_compiler
+
+    def __call__(self, root: Path, jobs: Sequence[CompileJob], spec: ImageSpec) -> None:
+        host = self.interpreter_root()
+        scratch = Path(tempfile.mkdtemp(prefix=".hardflow-xc-", dir=host))
+        try:
+            for src, _ in jobs:
+                link = scratch / src
+                link.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(root / src, link, follow_symlinks=False)
+                except OSError:
+                    shutil.copy2(root / src, link, follow_symlinks=False)
+            prefix = scratch.name
+            self.inner(host, [(f"{prefix}/{src}", shown) for src, shown in jobs], spec)
+            tag = f"cpython-{spec.python.version.replace('.', '')}"
+            for src, _ in jobs:
+                path = PurePosixPath(src)
+                rel = path.parent / "__pycache__" / f"{path.stem}.{tag}.pyc"
+                made = scratch / rel
+                if not made.is_file() or made.is_symlink():
+                    continue  # not valid Python: stays source-only, as in the chroot
+                dest = root / rel
+                if not dest.parent.is_dir():
+                    dest.parent.mkdir()
+                    os.chmod(dest.parent, stat.S_IMODE(made.parent.stat().st_mode))
+                os.replace(made, dest)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)

@@ -82,6 +82,8 @@ class BuildOptions:
     layer_cache: bool = True  # reuse finished layers from the cache (False: rebuild all)
     layer_cache_dir: Path | None = None  # default: inside the download cache
     wheel_layers: int = WHEEL_LAYERS  # third-party wheels are spread over this many layers
+    # the Debian architectures to build of a multi-platform spec (default: all of them)
+    architectures: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,23 @@ class BuildResult:
     compression: Compression = "gzip"
     layers_built: tuple[str, ...] = ()  # layers made in this build
     layers_cached: tuple[str, ...] = ()  # layers taken from the layer cache
+    # a multi-platform build: the image index's digest and every platform's own result
+    # (``image`` is then the platform of the docker-archive: the host's when it was built)
+    index_digest: str = ""
+    platforms: tuple[tuple[str, BuildResult], ...] = ()
 
     def summary(self) -> dict[str, object]:
+        data = self._summary()
+        if self.platforms:  # added with multi-platform builds: absent from one-platform ones
+            data["index_digest"] = self.index_digest
+            data["platforms"] = {
+                platform: {k: v for k, v in result._summary().items()
+                           if k not in ("oci_layout", "docker_archive", "timings_seconds")}
+                for platform, result in self.platforms
+            }  # fmt: skip
+        return data
+
+    def _summary(self) -> dict[str, object]:
         img = self.image
         return {
             "reference": img.reference,
@@ -179,8 +196,10 @@ def fetch_inputs(
 
     deb_arts = [deb_art(d) for d in lock.debs]
     wheel_arts = [wheel_art(w) for w in lock.wheels]
-    task = progress.task(f"download + verify ({len(deb_arts) + len(wheel_arts)} files)",
-                         total=len(deb_arts) + len(wheel_arts))
+    task = progress.task(
+        f"download + verify ({len(deb_arts) + len(wheel_arts)} files)",
+        total=len(deb_arts) + len(wheel_arts),
+    )
 
     def get(art: Artifact) -> Path:
         path = cache.get(art)
@@ -201,7 +220,11 @@ def _download(url: str, headers: Mapping[str, str]) -> bytes:
     return http_get(url, headers=headers)
 
 
-def image_config(spec: ImageSpec, sde: int, layers: Sequence[Layer], lock: Lock) -> ImageConfig:
+def image_config(
+    spec: ImageSpec, sde: int, layers: Sequence[Layer], lock: Lock, revision: str = ""
+) -> ImageConfig:
+    """The config of ``spec``'s image. ``revision``: the spec checksum for the revision
+    label (default: ``spec``'s; a platform of a multi-platform spec gives the whole spec's)."""
     env = dict(spec.env)
     env.setdefault("PATH", "/usr/local/bin:/usr/bin")
     history = tuple(
@@ -214,7 +237,7 @@ def image_config(spec: ImageSpec, sde: int, layers: Sequence[Layer], lock: Lock)
         cmd=spec.cmd,
         workdir=spec.workdir,
         exposed_ports=tuple(f"{p}/tcp" for p in spec.ports),
-        labels=image_labels(spec, sde, lock),
+        labels=image_labels(spec, sde, lock, revision),
         stop_signal=spec.stop_signal,
         healthcheck=spec.healthcheck or None,
         volumes=(),
@@ -224,13 +247,13 @@ def image_config(spec: ImageSpec, sde: int, layers: Sequence[Layer], lock: Lock)
     )
 
 
-def image_labels(spec: ImageSpec, sde: int, lock: Lock) -> dict[str, str]:
+def image_labels(spec: ImageSpec, sde: int, lock: Lock, revision: str = "") -> dict[str, str]:
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(sde))
     labels = {
         "org.opencontainers.image.title": spec.name,
         "org.opencontainers.image.version": spec.tag,
         "org.opencontainers.image.created": created,
-        "org.opencontainers.image.revision": spec.checksum(),
+        "org.opencontainers.image.revision": revision or spec.checksum(),
         "org.opencontainers.image.source": SOURCE_URL,
         "org.opencontainers.image.base.name": "scratch",
         "dev.hardflow.lock.checksum": lock.spec_checksum,
@@ -254,9 +277,16 @@ def build(
             f"unknown layer compression {options.compression!r} "
             f"(expected one of {', '.join(COMPRESSIONS)})"
         )
-    sde = options.source_date_epoch if options.source_date_epoch is not None else (
-        lock.source_date_epoch
+    sde = (
+        options.source_date_epoch
+        if options.source_date_epoch is not None
+        else (lock.source_date_epoch)
     )
+    if spec.platforms or options.architectures not in ((), spec.architectures):
+        raise BuildError(
+            f"{spec.source or spec.reference}: a spec of several platforms is built by "
+            "hardflow.build.platforms.build_image (one image index), not build()"
+        )
     timings: dict[str, float] = {}
     t0 = time.monotonic()
 
@@ -269,7 +299,7 @@ def build(
     work = Path(tempfile.mkdtemp(prefix=".hardflow-build-", dir=parent))
     try:
         t = time.monotonic()
-        stages = _Stages(spec, sde, options, work, progress)
+        stages = Stages(spec, sde, options, work, progress)
         outputs = stages.run(debs, wheels, baked)
         timings["assemble"] = stages.assemble_seconds
         timings["layers"] = time.monotonic() - t - stages.assemble_seconds
@@ -286,10 +316,13 @@ def build(
         out = options.out_dir
         image = write_oci_layout(layers, config, annotations, spec.reference, out / "oci")
         # the work directory goes away: point the result at the blobs in the layout
-        image = replace(image, layers=tuple(
-            replace(layer, path=image.layout_dir / "blobs/sha256" / layer.digest.split(":")[1])
-            for layer in image.layers
-        ))
+        image = replace(
+            image,
+            layers=tuple(
+                replace(layer, path=image.layout_dir / "blobs/sha256" / layer.digest.split(":")[1])
+                for layer in image.layers
+            ),
+        )
         notes = [note for o in outputs for note in o.notes] + stages.notes
         if options.docker_archive:
             archive_layers = None
@@ -333,14 +366,17 @@ def build(
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _compiler_id(compiler: Compiler | None) -> str:
+def compiler_id(compiler: Compiler | None) -> str:
     """Names the bytecode compiler in the stage keys (its output is part of the layers)."""
     if compiler is None:
         return "chroot:target-interpreter"
+    cache_id = getattr(compiler, "cache_id", None)
+    if isinstance(cache_id, str):  # a CrossCompiler: the host interpreter's packages
+        return cache_id
     return f"{getattr(compiler, '__module__', '?')}.{getattr(compiler, '__qualname__', '?')}"
 
 
-class _Stages:
+class Stages:
     """Runs the stages of one build: each from the layer cache when its key is there, else
     built (and stored). The layers come out in image order."""
 
@@ -352,9 +388,7 @@ class _Stages:
         self.options = options
         self.work = work
         self.progress = progress
-        store = options.cache if options.layer_cache_dir is None else Cache(
-            options.layer_cache_dir
-        )
+        store = options.cache if options.layer_cache_dir is None else Cache(options.layer_cache_dir)
         self.cache = LayerCache(store)
         self.built: list[str] = []
         self.cached: list[str] = []
@@ -364,7 +398,7 @@ class _Stages:
             "builder": builder_fingerprint(),
             "sde": sde,
             "compression": options.compression,
-            "compiler": _compiler_id(options.compiler),
+            "compiler": compiler_id(options.compiler),
             "python": spec.python.version,
             "interpreter": spec.python.interpreter_path,
         }
@@ -401,19 +435,7 @@ class _Stages:
         baked: tuple[BakedFolder, ...] = (),
     ) -> list[StageOutput]:
         spec = self.spec
-        deb_key = stage_key({
-            **self.common, "stage": "debian",
-            "release": list(debian_release(spec)),
-            "debs": sorted([d.locked.name, d.locked.version, d.locked.architecture,
-                            d.locked.sha256] for d in debs),
-        })  # fmt: skip
-        base_root: Path | None = None
-        debian = self._lookup(deb_key)
-        if debian is None:
-            base_root = self.work / "base"
-            debian = self._build_debian(deb_key, debs, base_root)
-        else:
-            self.cached.extend(layer.name for layer in debian.layers)
+        debian, base_root = self.debian(debs)
 
         base = {"base": [layer.diff_id for layer in debian.layers]}
         groups: dict[str, list[WheelInput]] = {}
@@ -469,6 +491,22 @@ class _Stages:
             outputs.append(self._baked(baked))
         return outputs
 
+    def debian(self, debs: Sequence[DebInput]) -> tuple[StageOutput, Path | None]:
+        """The Debian stage (``debian-base``, ``python-runtime``): from the layer cache, or
+        built, and then also its tree (``work/base``, else None)."""
+        deb_key = stage_key({
+            **self.common, "stage": "debian",
+            "release": list(debian_release(self.spec)),
+            "debs": sorted([d.locked.name, d.locked.version, d.locked.architecture,
+                            d.locked.sha256] for d in debs),
+        })  # fmt: skip
+        debian = self._lookup(deb_key)
+        if debian is None:
+            base_root = self.work / "base"
+            return self._build_debian(deb_key, debs, base_root), base_root
+        self.cached.extend(layer.name for layer in debian.layers)
+        return debian, None
+
     def _baked(self, folders: tuple[BakedFolder, ...]) -> StageOutput:
         """The baked layer: from the cache, or written from the folders (no lower layer is
         unpacked for it)."""
@@ -514,12 +552,22 @@ class _Stages:
             if name == "hardflow":
                 trees.append(assemble_hardflow(hardflow_view(self.spec)[0], staging))
             else:
-                trees.append(assemble_wheels(self.spec, name, group, staging,
-                                             self.work / "wheel-links", self._on_progress))
+                trees.append(
+                    assemble_wheels(
+                        self.spec,
+                        name,
+                        group,
+                        staging,
+                        self.work / "wheel-links",
+                        self._on_progress,
+                    )
+                )
         counts = compile_stages(base_root, trees, self.spec, self._on_progress,
                                 self.options.compiler)  # fmt: skip
-        stages = [finish(tree, (name,), count)
-                  for tree, (name, _, _), count in zip(trees, plans, counts, strict=True)]
+        stages = [
+            finish(tree, (name,), count)
+            for tree, (name, _, _), count in zip(trees, plans, counts, strict=True)
+        ]
         self._finish_phases()
         self.assemble_seconds += time.monotonic() - t
         jobs = [(stage, spec_) for stage in stages for spec_ in stage.layers]
@@ -528,7 +576,9 @@ class _Stages:
         for (name, key, _), stage in zip(plans, stages, strict=True):
             stage_layers = tuple(next(layers) for _ in stage.layers)
             files = tuple(
-                p for spec_ in stage.layers for p in spec_.paths
+                p
+                for spec_ in stage.layers
+                for p in spec_.paths
                 if (stage.root / p).is_file() or (stage.root / p).is_symlink()
             )
             output = StageOutput(

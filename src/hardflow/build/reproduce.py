@@ -20,7 +20,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from hardflow.build.pipeline import BuildOptions, BuildResult, build
+from hardflow.build.pipeline import BuildOptions, BuildResult
+from hardflow.build.platforms import build_image
 from hardflow.errors import BuildError, ImageError
 from hardflow.lock.fetch import Cache
 from hardflow.lock.model import Lock
@@ -66,12 +67,27 @@ class ReproReport:
     config_difference: str | None
     separate_caches: bool
     seconds: tuple[float, float]
+    # a multi-platform build: the two index digests and each other platform's comparison
+    # (the fields above compare the docker-archive's platform)
+    index: tuple[str, str] = ("", "")
+    platforms: tuple[tuple[str, ReproReport], ...] = ()
 
     @property
     def reproducible(self) -> bool:
-        return self.manifest_a == self.manifest_b
+        return (
+            self.manifest_a == self.manifest_b
+            and self.index[0] == self.index[1]
+            and all(r.reproducible for _, r in self.platforms)
+        )
 
     def to_json(self) -> dict[str, Any]:
+        data = self._json()
+        if self.platforms:  # added with multi-platform builds
+            data["index_digest"] = list(self.index)
+            data["platforms"] = {p: r._json() for p, r in self.platforms}
+        return data
+
+    def _json(self) -> dict[str, Any]:
         return {
             "reproducible": self.reproducible,
             "separate_caches": self.separate_caches,
@@ -287,9 +303,19 @@ def check_reproducible(
                 layer_cache=False,
             )
             started = time.monotonic()
-            results.append(build(spec, lock, lock_path, options, progress))
+            results.append(build_image(spec, lock, lock_path, options, progress))
             seconds.append(time.monotonic() - started)
-        return compare_builds(results[0], results[1], separate_caches, (seconds[0], seconds[1]))
+        a, b = results
+        report = compare_builds(a, b, separate_caches, (seconds[0], seconds[1]))
+        if not a.platforms:
+            return report
+        others = [
+            (platform, compare_builds(one, dict(b.platforms)[platform], separate_caches, (0, 0)))
+            for platform, one in a.platforms
+            if one.image.manifest_digest != a.image.manifest_digest and platform in
+            dict(b.platforms)
+        ]  # fmt: skip
+        return replace(report, index=(a.index_digest, b.index_digest), platforms=tuple(others))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -317,6 +343,12 @@ def render_report(report: ReproReport) -> list[str]:
             if d is not None:
                 where = f"entry #{d.index} {d.path!r}: " if d.path else ""
                 lines.append(f"        first difference: {where}{d.what}")
+    if report.platforms:
+        same = report.index[0] == report.index[1]
+        lines.append(f"  index     {'same' if same else 'DIFFERS'}  {report.index[0]}")
+        for platform, sub in report.platforms:
+            lines.append(f"  platform {platform}:")
+            lines += ["  " + line for line in render_report(sub)[1:-1]]
     a, b = report.seconds
     lines.append(f"  build times: {a:.1f}s and {b:.1f}s")
     return lines

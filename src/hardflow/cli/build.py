@@ -56,6 +56,12 @@ def _lock_for(
     return outcome.lock, path, not outcome.up_to_date
 
 
+def _platform_of(result: BuildResult) -> str:
+    """The platform whose image ``result.image`` is (multi-platform builds)."""
+    return next(p for p, one in result.platforms if one.image.manifest_digest ==
+                result.image.manifest_digest)  # fmt: skip
+
+
 def _check_baked_dags(spec: ImageSpec, result: BuildResult, rep: Progress) -> CheckReport:
     """Load the baked DAG folder with Airflow's DagBag inside the new image."""
     from hardflow.dagcheck.run import BuiltImage, check_built_image
@@ -148,6 +154,14 @@ def _print_check(report: CheckReport) -> None:
     help="Load the spec's baked DAG folder with Airflow's DagBag in the new image (needs "
     "podman or docker); errors fail the build.",
 )
+@click.option(
+    "--platform",
+    "platforms",
+    metavar="OS/ARCH[,OS/ARCH]",
+    help="Build these platforms of the spec's 'platforms' (linux/amd64, linux/arm64; default: "
+    "all of them). Several make one OCI image index; the docker-archive and --load hold the "
+    "host's platform.",
+)
 @json_option("Machine-readable summary on stdout.")
 def build(
     spec_arg: str | None,
@@ -164,14 +178,15 @@ def build(
     with_: tuple[str, ...],
     debian: tuple[str, ...],
     check_dags: bool,
+    platforms: str | None,
     as_json: bool,
 ) -> None:
     """Build the image from its spec and lock: an OCI layout, a docker-archive, SBOMs and
     provenance."""
     from hardflow.build.pipeline import BuildOptions
-    from hardflow.build.pipeline import build as run_build
+    from hardflow.build.platforms import build_image as run_build
     from hardflow.lock.fetch import Cache
-    from hardflow.spec import with_additions
+    from hardflow.spec import parse_platforms, platform_architecture, with_additions
 
     spec, spec_lock = resolve_spec_arg(spec_arg)
     additions = bool(with_ or debian)
@@ -188,7 +203,14 @@ def build(
         source_date_epoch=source_date_epoch,
         compression="zstd" if compression == "zstd" else "gzip",
         layer_cache=not no_layer_cache,
+        architectures=tuple(
+            platform_architecture(p) for p in parse_platforms(platforms.split(","), "--platform")
+        )
+        if platforms is not None
+        else (),
     )
+    for arch in options.architectures:
+        spec.for_architecture(arch)  # a platform the spec (and its lock) lacks: say so now
     if check_reproducible:
         from hardflow.build.reproduce import check_reproducible as check
         from hardflow.build.reproduce import render_report
@@ -228,7 +250,17 @@ def build(
             sys.exit(1)
         return
     img = result.image
-    out.print(f"[bold]{img.reference}[/]  {img.manifest_digest}")
+    if result.platforms:
+        out.print(f"[bold]{img.reference}[/]  {result.index_digest} (image index)")
+        for platform, one in result.platforms:
+            out.print(
+                f"  {platform:<12} {one.image.manifest_digest}  {len(one.image.layers)} layers, "
+                f"{_mb(one.image.compressed_size)} {one.compression}, "
+                f"{one.debian_packages} Debian + {one.python_packages} Python packages"
+            )
+        out.print(f"  the layers of {_platform_of(result)} (in the docker-archive):")
+    else:
+        out.print(f"[bold]{img.reference}[/]  {img.manifest_digest}")
     out.print(
         f"  {len(img.layers)} layers, {result.files} files, "
         f"{_mb(img.uncompressed_size)} uncompressed, {_mb(img.compressed_size)} "

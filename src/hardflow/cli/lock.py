@@ -56,8 +56,13 @@ def lock(
     with reporter(not as_json) as rep:
         outcome = make_lock(spec, lock_path, update=update, progress=rep, only=only)
     diff = outcome.diff
+    arches = outcome.lock.architectures  # several platforms: what each installs
+    platforms = {
+        f"linux/{a}": (len(v.debs), len(v.wheels))
+        for a in arches for v in [outcome.lock.for_architecture(a)]
+    }  # fmt: skip
     if as_json:
-        print_json({
+        data: dict[str, object] = {
             "lock": str(outcome.path),
             "up_to_date": outcome.up_to_date,
             "debian_packages": len(outcome.lock.debs),
@@ -67,7 +72,11 @@ def lock(
             "upgraded": [list(x) for x in diff.changed],
             "only": list(outcome.only),
             "moved_along": list(outcome.moved_along),
-        })  # fmt: skip
+        }
+        if platforms:  # entries shared by the platforms are counted once above
+            data["platforms"] = {p: {"debian_packages": d, "python_packages": w}
+                                 for p, (d, w) in platforms.items()}  # fmt: skip
+        print_json(data)
         return
     if outcome.up_to_date:
         out.print(f"{outcome.path}: up to date with {spec.source} (use --update to refresh)")
@@ -79,6 +88,8 @@ def lock(
         f"wrote {outcome.path}: {len(outcome.lock.debs)} Debian packages, "
         f"{len(outcome.lock.wheels)} Python packages ({where})"
     )
+    for platform, (d, w) in platforms.items():
+        out.print(f"  {platform}: {d} Debian packages, {w} Python packages")
     if outcome.only:
         out.print(f"  updated only: {', '.join(outcome.only)}")
     if diff.empty:

@@ -351,16 +351,32 @@ def load_suite(
     download: Downloader,
 ) -> SuiteIndex:
     """Fetch, verify and parse the ``Packages`` indices of one suite."""
+    return load_suite_arches(base_url, suite, components, (arch,), keyring, download)[arch]
+
+
+def load_suite_arches(
+    base_url: str,
+    suite: str,
+    components: Sequence[str],
+    arches: Sequence[str],
+    keyring: Path,
+    download: Downloader,
+) -> dict[str, SuiteIndex]:
+    """The ``Packages`` indices of one suite for each architecture (``binary-ARCH``), all
+    checked against the one signed Release (fetched and verified once)."""
     release = load_release(base_url, suite, keyring, download)
     dist, date, epoch, entries = release.dist_url, release.date, release.epoch, release.files
-    packages: list[PackageRecord] = []
-    for component in components:
-        index_url, raw = _fetch_index(
-            dist, f"{component}/binary-{arch}/Packages", entries, download, suite
-        )
-        try:
-            content = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise TrustError(f"{index_url}: not UTF-8 text") from None
-        packages.extend(parse_packages(content, suite, index_url))
-    return SuiteIndex(suite=suite, date=date, epoch=epoch, packages=tuple(packages))
+    out: dict[str, SuiteIndex] = {}
+    for arch in dict.fromkeys(arches):
+        packages: list[PackageRecord] = []
+        for component in components:
+            index_url, raw = _fetch_index(
+                dist, f"{component}/binary-{arch}/Packages", entries, download, suite
+            )
+            try:
+                content = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise TrustError(f"{index_url}: not UTF-8 text") from None
+            packages.extend(parse_packages(content, suite, index_url))
+        out[arch] = SuiteIndex(suite=suite, date=date, epoch=epoch, packages=tuple(packages))
+    return out

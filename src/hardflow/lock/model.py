@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,10 @@ class LockedDeb:
     size: int
     source: str  # source package name
     source_version: str
+    # In a lock of several platforms: the Debian architectures whose closure holds this entry,
+    # when that is not what its architecture says (its own; every platform for "all"). Written
+    # only when set, so one-platform locks read and write as before.
+    platforms: tuple[str, ...] = ()
 
     @property
     def archive(self) -> str:
@@ -56,6 +60,9 @@ class LockedWheel:
     # spec's [python] find-links (by file name: the lock never holds a host path). Written to
     # the lock file only when set, so locks without local wheels read as before.
     origin: str = ""
+    # In a lock of several platforms: the Debian architectures that install this wheel when
+    # not all of them do (a manylinux wheel is for one). Written only when set.
+    platforms: tuple[str, ...] = ()
 
     @property
     def from_find_links(self) -> bool:
@@ -75,20 +82,89 @@ class Lock:
     suites: tuple[LockedSuite, ...]
     debs: tuple[LockedDeb, ...]
     wheels: tuple[LockedWheel, ...]
+    # The Debian architectures of a multi-platform lock, the primary one first; () = one
+    # platform, the spec's debian.architecture (the lock of a spec without 'platforms').
+    architectures: tuple[str, ...] = ()
 
     @property
     def source_date_epoch(self) -> int:
         """Default SOURCE_DATE_EPOCH: the newest Release date the lock was made from."""
         return max((s.epoch for s in self.suites), default=0)
 
+    def for_architecture(self, arch: str) -> Lock:
+        """The one-platform lock of ``arch``: its .debs (its own and the shared
+        ``Architecture: all`` ones) and its wheels, as a lock of that platform alone would
+        list them. A one-platform lock is its own view."""
+        if not self.architectures:
+            return self
+        if arch not in self.architectures:
+            raise LockError(
+                f"the lock covers {', '.join(self.architectures)}, not {arch}",
+                hint="add the platform to the spec's 'platforms' and run `hardflow lock`",
+            )
+        return Lock(
+            spec_checksum=self.spec_checksum,
+            suites=self.suites,
+            debs=tuple(replace(d, platforms=()) for d in self.debs if deb_serves(d, arch)),
+            wheels=tuple(
+                replace(w, platforms=()) for w in self.wheels if not w.platforms or
+                arch in w.platforms
+            ),
+        )  # fmt: skip
+
     def to_json(self) -> str:
         data: dict[str, Any] = {"lock_version": LOCK_VERSION, **asdict(self)}
-        data["debs"] = sorted(data["debs"], key=lambda d: d["name"])
+        if not self.architectures:
+            del data["architectures"]
+        for deb in data["debs"]:
+            if not deb["platforms"]:
+                del deb["platforms"]
+        data["debs"] = sorted(data["debs"], key=lambda d: (d["name"], d["architecture"]))
         for wheel in data["wheels"]:
             if not wheel["origin"]:
                 del wheel["origin"]
-        data["wheels"] = sorted(data["wheels"], key=lambda w: w["name"])
+            if not wheel["platforms"]:
+                del wheel["platforms"]
+        data["wheels"] = sorted(data["wheels"], key=lambda w: (w["name"], w["filename"]))
         return json.dumps(data, indent=1, sort_keys=True) + "\n"
+
+
+def deb_serves(deb: LockedDeb, arch: str) -> bool:
+    """Is ``deb`` part of the closure of ``arch`` (in a lock of several platforms)?"""
+    if deb.platforms:
+        return arch in deb.platforms
+    return deb.architecture in (arch, "all")
+
+
+def merge_platforms(
+    views: Sequence[tuple[str, Sequence[LockedDeb], Sequence[LockedWheel]]],
+) -> tuple[tuple[LockedDeb, ...], tuple[LockedWheel, ...]]:
+    """The entries of a multi-platform lock from each architecture's own (arch, debs, wheels),
+    primary first: an entry several platforms share (an ``Architecture: all`` package, a pure
+    Python wheel) is listed once, with ``platforms`` only where they are not its natural set.
+    :meth:`Lock.for_architecture` gives each platform's entries back exactly."""
+    arches = tuple(arch for arch, _, _ in views)
+    debs: dict[LockedDeb, list[str]] = {}
+    wheels: dict[LockedWheel, list[str]] = {}
+    for arch, arch_debs, arch_wheels in views:
+        for d in arch_debs:
+            debs.setdefault(replace(d, platforms=()), []).append(arch)
+        for w in arch_wheels:
+            wheels.setdefault(replace(w, platforms=()), []).append(arch)
+
+    def deb_entry(d: LockedDeb, used: list[str]) -> LockedDeb:
+        natural = arches if d.architecture == "all" else (d.architecture,)
+        return d if tuple(used) == natural else replace(d, platforms=tuple(used))
+
+    def wheel_entry(w: LockedWheel, used: list[str]) -> LockedWheel:
+        return w if tuple(used) == arches else replace(w, platforms=tuple(used))
+
+    return (
+        tuple(sorted((deb_entry(d, u) for d, u in debs.items()),
+                     key=lambda d: (d.name, d.architecture))),
+        tuple(sorted((wheel_entry(w, u) for w, u in wheels.items()),
+                     key=lambda w: (w.name, w.filename))),
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,7 +187,7 @@ _POOL_FILE = rf"pool/(?:{_POOL_PART}/)+{_POOL_PART}"
 _PYPI_NAME = r"[a-z0-9]+(?:-[a-z0-9]+)*"  # canonical (PEP 503)
 _DATE = r"[^\x00-\x1f\x7f]+"  # one printable line
 
-_TOP_KEYS = ("lock_version", "spec_checksum", "suites", "debs", "wheels")
+_TOP_KEYS = ("lock_version", "spec_checksum", "suites", "debs", "wheels", "architectures")
 _SUITE_KEYS = tuple(f.name for f in fields(LockedSuite))
 _DEB_KEYS = tuple(f.name for f in fields(LockedDeb))
 _WHEEL_KEYS = tuple(f.name for f in fields(LockedWheel))
@@ -220,6 +296,7 @@ def _deb(origin: str, index: int, value: object) -> LockedDeb:
         size=entry.integer("size"),
         source=entry.string("source", _DEB_NAME, "a Debian source package name"),
         source_version=entry.string("source_version", _DEB_VERSION, "a Debian version"),
+        platforms=_platforms(entry),
     )
 
 
@@ -251,7 +328,25 @@ def _wheel(origin: str, index: int, value: object) -> LockedWheel:
         sha256=entry.string("sha256", _HEX64, "a sha256 digest (64 lowercase hex digits)"),
         size=entry.integer("size"),
         origin=origin,
+        platforms=_platforms(entry),
     )
+
+
+def _platforms(entry: _Object) -> tuple[str, ...]:
+    """An entry's optional ``platforms``: Debian architectures, each once (absent: ())."""
+    if not entry.has("platforms"):
+        return ()
+    return _arch_list(entry, "platforms")
+
+
+def _arch_list(entry: _Object, key: str) -> tuple[str, ...]:
+    values = entry.array(key)
+    expected = "a non-empty array of distinct Debian architectures"
+    if not values or not all(isinstance(v, str) and re.fullmatch(_DEB_ARCH, v) for v in values):
+        raise entry.fail(key, expected, values)
+    if len(set(values)) != len(values):
+        raise entry.fail(key, expected, values)
+    return tuple(str(v) for v in values)
 
 
 def parse_lock(text: str, origin: str) -> Lock:
@@ -268,14 +363,48 @@ def parse_lock(text: str, origin: str) -> Lock:
             hint="run `hardflow lock` to write a lock this version understands",
         )
     top = _Object(origin, "top level", data, _TOP_KEYS)
-    return Lock(
+    lock = Lock(
         spec_checksum=top.string(
             "spec_checksum", _SPEC_CHECKSUM, "'sha256:' and 64 lowercase hex digits"
         ),
         suites=tuple(_suite(origin, i, v) for i, v in enumerate(top.array("suites"))),
         debs=tuple(_deb(origin, i, v) for i, v in enumerate(top.array("debs"))),
         wheels=tuple(_wheel(origin, i, v) for i, v in enumerate(top.array("wheels"))),
+        architectures=_arch_list(top, "architectures") if top.has("architectures") else (),
     )
+    _check_platforms(lock, origin)
+    return lock
+
+
+def _check_platforms(lock: Lock, origin: str) -> None:
+    """Every entry's platforms are the lock's, and each platform holds a name once."""
+    arches = lock.architectures
+    entries: list[tuple[str, Sequence[LockedDeb | LockedWheel]]] = [
+        ("debs", lock.debs), ("wheels", lock.wheels),
+    ]  # fmt: skip
+    for kind, items in entries:
+        for i, item in enumerate(items):
+            extra = [a for a in item.platforms if a not in arches]
+            if extra:
+                raise LockError(
+                    f"{origin}: {kind}[{i}] ({item.name}): key 'platforms': expected "
+                    f"architectures of the lock ({', '.join(arches) or 'none: it has one'}), "
+                    f"found {extra[0]!r}",
+                    hint=_REWRITE,
+                )
+    for arch in arches or ("",):
+        view = lock.for_architecture(arch) if arch else lock
+        for kind, names in (("debs", [d.name for d in view.debs]),
+                            ("wheels", [w.name for w in view.wheels])):  # fmt: skip
+            seen: set[str] = set()
+            for name in names:
+                if name in seen:
+                    where = f" for {arch}" if arch else ""
+                    raise LockError(
+                        f"{origin}: {kind}: expected each name once{where}, found {name!r} twice",
+                        hint=_REWRITE,
+                    )
+                seen.add(name)
 
 
 def read_lock(path: Path) -> Lock:
@@ -315,6 +444,34 @@ class LockDiff:
 
 
 def diff_locks(old: Lock | None, new: Lock) -> LockDiff:
+    """What moved from ``old`` to ``new``, by ``deb:NAME``/``pypi:NAME``. For a lock of several
+    platforms, each platform is compared with its own view of ``old`` (a one-platform ``old``
+    is the primary's); a difference every platform shares is named once, any other as
+    ``deb:NAME [ARCH]``."""
+    arches = new.architectures or ("",)
+    per_arch: list[tuple[str, LockDiff]] = []
+    for arch in arches:
+        before: Lock | None = old
+        if old is not None and arch and old.architectures:
+            before = old.for_architecture(arch) if arch in old.architectures else None
+        elif old is not None and arch and arch != arches[0]:
+            before = None  # a platform the one-platform lock did not have
+        per_arch.append((arch, _diff_one(before, new.for_architecture(arch) if arch else new)))
+    if len(per_arch) == 1:
+        return per_arch[0][1]
+
+    def merged(kind: str) -> tuple[Any, ...]:
+        items = [(arch, getattr(diff, kind)) for arch, diff in per_arch]
+        shared = set.intersection(*(set(found) for _, found in items))
+        out = sorted(shared)
+        for arch, found in items:
+            out += [(f"{e[0]} [{arch}]", *e[1:]) for e in found if e not in shared]
+        return tuple(sorted(out))
+
+    return LockDiff(merged("added"), merged("removed"), merged("changed"))
+
+
+def _diff_one(old: Lock | None, new: Lock) -> LockDiff:
     def versions(lock: Lock | None) -> dict[str, str]:
         if lock is None:
             return {}

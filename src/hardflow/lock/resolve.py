@@ -16,7 +16,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from hardflow.debian.repo import SuiteIndex, load_suite
+from hardflow.debian.repo import SuiteIndex, load_suite_arches
 from hardflow.debian.resolve import resolve_closure
 from hardflow.errors import LockError
 from hardflow.lock.fetch import default_cache_dir, http_get
@@ -28,6 +28,7 @@ from hardflow.lock.model import (
     LockedSuite,
     LockedWheel,
     diff_locks,
+    merge_platforms,
     read_lock,
     write_lock,
 )
@@ -39,7 +40,7 @@ from hardflow.pypi.index import (
     index_config_from_host,
     urllib_download,
 )
-from hardflow.pypi.resolve import resolve
+from hardflow.pypi.resolve import resolve, target_tags, wheel_rank
 from hardflow.spec import ImageSpec
 
 log = logging.getLogger(__name__)
@@ -61,24 +62,25 @@ class LockOutcome:
             return ()
         names = [n for n, _ in self.diff.added] + [n for n, _ in self.diff.removed]
         names += [n for n, _, _ in self.diff.changed]
-        return tuple(sorted(n for n in set(names) if n not in self.only))
+        # "pypi:x [arm64]": an entry of one platform of a multi-platform lock
+        return tuple(sorted(n for n in set(names) if n.split(" [", 1)[0] not in self.only))
 
 
-def load_indices(spec: ImageSpec, mirrors: Mirrors, progress: Progress) -> list[SuiteIndex]:
+def load_indices(
+    spec: ImageSpec, mirrors: Mirrors, progress: Progress
+) -> dict[str, list[SuiteIndex]]:
+    """The verified ``Packages`` indices of every suite, for each of the spec's architectures
+    (``binary-ARCH``; one signed Release per suite covers them all)."""
     deb = spec.debian
+    arches = spec.architectures
     task = progress.task("verify Debian indices", total=len(deb.suites))
-    indices = []
+    indices: dict[str, list[SuiteIndex]] = {arch: [] for arch in arches}
     for suite in deb.suites:
-        indices.append(
-            load_suite(
-                mirrors.for_suite(suite),
-                suite,
-                deb.components,
-                deb.architecture,
-                Path(deb.keyring),
-                http_get,
-            )
+        found = load_suite_arches(
+            mirrors.for_suite(suite), suite, deb.components, arches, Path(deb.keyring), http_get
         )
+        for arch in arches:
+            indices[arch].append(found[arch])
         task.advance()
     task.finish()
     return indices
@@ -211,15 +213,25 @@ def _make(
     if targets is not None and previous is not None and same_spec and not targets.wheels:
         wheels = previous.wheels  # nothing to move on the Python side
     else:
-        wheels = _lock_wheels(spec, pins, update, targets, progress, index_config)
+        wheels = _lock_all_wheels(spec, pins, update, targets, progress, index_config)
     suites, debs, origin = _lock_debs(spec, previous, pins, update, targets, same_spec,
                                       progress, env)  # fmt: skip
-    lock = Lock(spec_checksum=checksum, suites=suites, debs=debs, wheels=wheels)
+    arches = spec.architectures
+    lock = Lock(spec_checksum=checksum, suites=suites, debs=debs, wheels=wheels,
+                architectures=arches if len(arches) > 1 else ())  # fmt: skip
     write_lock(lock, lock_path)
     return LockOutcome(
         lock, diff_locks(previous, lock), lock_path, False, origin,
         only=targets.keys if targets else (),
     )  # fmt: skip
+
+
+def _view(lock: Lock | None, arch: str) -> Lock | None:
+    """``lock``'s entries for ``arch``: its view in a multi-platform lock (None when it lacks
+    the platform); a one-platform lock as it is (its versions are good preferences)."""
+    if lock is None or not lock.architectures:
+        return lock
+    return lock.for_architecture(arch) if arch in lock.architectures else None
 
 
 def _lock_debs(
@@ -232,20 +244,61 @@ def _lock_debs(
     progress: Progress,
     env: Mapping[str, str] | None,
 ) -> tuple[tuple[LockedSuite, ...], tuple[LockedDeb, ...], str]:
-    """The suites and Debian closure of the lock, and where the indices came from."""
+    """The suites and Debian closure of the lock, and where the indices came from.
+
+    One closure per platform, from the same verified indices; the later platforms prefer the
+    primary's versions, so the platforms move together where the archive lets them."""
     if targets is not None and previous is not None and same_spec and not targets.debs:
         return previous.suites, previous.debs, ""  # nothing to move on the Debian side
-    if targets is not None and previous is not None:
-        prefer = {d.name: d.version for d in previous.debs if d.name not in targets.debs}
-    elif pins is not None and previous is None and not update:
-        prefer = {d.name: d.version for d in pins.debs}
-    else:
-        prefer = {}
     mirrors = resolve_mirrors(spec.debian, env)
     indices = load_indices(spec, mirrors, progress)
-    debs = resolve_debs(spec, indices, prefer)
-    suites = tuple(LockedSuite(i.suite, i.date, i.epoch) for i in indices)
-    return suites, debs, mirrors.origin
+    views: list[tuple[str, tuple[LockedDeb, ...], tuple[LockedWheel, ...]]] = []
+    for arch in spec.architectures:
+        before, held = _view(previous, arch), _view(pins, arch)
+        if targets is not None and before is not None:
+            prefer = {d.name: d.version for d in before.debs if d.name not in targets.debs}
+        elif held is not None and previous is None and not update:
+            prefer = {d.name: d.version for d in held.debs}
+        else:
+            prefer = {}
+        if views:  # the primary's versions where they fit
+            prefer.update({d.name: d.version for d in views[0][1]})
+        debs = resolve_debs(spec.for_architecture(arch), indices[arch], prefer)
+        views.append((arch, debs, ()))
+    primary = indices[spec.architectures[0]]
+    suites = tuple(LockedSuite(i.suite, i.date, i.epoch) for i in primary)
+    if len(views) == 1:
+        return suites, views[0][1], mirrors.origin
+    return suites, merge_platforms(views)[0], mirrors.origin
+
+
+def _lock_all_wheels(
+    spec: ImageSpec,
+    pins: Lock | None,
+    update: bool,
+    targets: OnlyTargets | None,
+    progress: Progress,
+    index_config: IndexConfig | None,
+) -> tuple[LockedWheel, ...]:
+    """The Python set of every platform: the primary's as asked; each other platform's
+    prefers the primary's versions (then its own earlier pins), so they move together."""
+    arches = spec.architectures
+    if len(arches) == 1:  # a multi-platform lock's pins: this platform's
+        return _lock_wheels(spec, _view(pins, arches[0]), update, targets, progress, index_config)
+    views: list[tuple[str, tuple[LockedDeb, ...], tuple[LockedWheel, ...]]] = []
+    for arch in arches:
+        view, held = spec.for_architecture(arch), _view(pins, arch)
+        if not views:
+            wheels = _lock_wheels(view, held, update, targets, progress, index_config, arch)
+        else:
+            primary = {w.name: w for w in views[0][2]}
+            own = {w.name: w for w in (held.wheels if held is not None else ())}
+            prefer = Lock(spec_checksum="", suites=(), debs=(),
+                          wheels=tuple({**own, **primary}.values()))  # fmt: skip
+            wheels = _lock_wheels(view, prefer, False, targets, progress, index_config, arch,
+                                  keep=held)  # fmt: skip
+        views.append((arch, (), wheels))
+    return merge_platforms(views)[1]
 
 
 def _lock_wheels(
@@ -255,11 +308,18 @@ def _lock_wheels(
     targets: OnlyTargets | None,
     progress: Progress,
     index_config: IndexConfig | None,
+    label: str = "",
+    keep: Lock | None = None,
 ) -> tuple[LockedWheel, ...]:
-    """The Python set: uv's resolution, one wheel each, checked against the spec's hashes."""
+    """The Python set: uv's resolution, one wheel each, checked against the spec's hashes.
+
+    ``keep`` (default ``pins``): with ``targets``, the entries whose version did not move stay
+    byte for byte what they were there."""
     py = spec.python
+    arch = spec.debian.architecture
     config = index_config or index_config_from_host()
-    task = progress.task("resolve Python requirements (uv)", total=None)
+    title = "resolve Python requirements (uv)" + (f" for {label}" if label else "")
+    task = progress.task(title, total=None)
     wheels = resolve(
         py.requirements,
         py.version,
@@ -273,10 +333,17 @@ def _lock_wheels(
         upgrade_packages=sorted(targets.wheels) if targets else (),
     )
     task.finish()
-    if targets is not None and pins is not None:
-        # an entry whose version did not move stays byte for byte what it was
-        kept = {(w.name, w.version): w for w in pins.wheels if w.name not in targets.wheels}
-        wheels = tuple(kept.get((w.name, w.version), w) for w in wheels)
+    kept_from = keep if keep is not None else pins
+    if targets is not None and kept_from is not None:
+        # an entry whose version did not move stays byte for byte what it was (if it is a
+        # wheel for this platform: the pins of another one may be offered)
+        ranks = {t: i for i, t in enumerate(target_tags(py.version, py.glibc, arch))}
+        kept = {
+            (w.name, w.version): w
+            for w in kept_from.wheels
+            if w.name not in targets.wheels and wheel_rank(w.filename, ranks) is not None
+        }
+        wheels = tuple(kept.get((w.name, w.version), w) for w in wheels)  # fmt: skip
     check_hashes(
         wheels,
         py.hashes,

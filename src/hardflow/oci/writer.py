@@ -210,6 +210,31 @@ def index_document(
     return {"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": [entry]}
 
 
+def platform_index_document(
+    entries: Sequence[tuple[str, int, str, str]], annotations: Mapping[str, str]
+) -> dict[str, Any]:
+    """The image index of a multi-platform image: one manifest per (digest, size,
+    architecture, os), in the given order, and the image's annotations."""
+    manifests = []
+    for digest, size, architecture, os_name in entries:
+        entry = _descriptor(MEDIA_MANIFEST, digest, size)
+        entry["platform"] = {"architecture": architecture, "os": os_name}
+        manifests.append(entry)
+    doc: dict[str, Any] = {"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": manifests}
+    if annotations:
+        doc["annotations"] = dict(annotations)
+    return doc
+
+
+def layout_index_document(index_digest: str, index_size: int, reference: str) -> dict[str, Any]:
+    """A layout's ``index.json`` for a multi-platform image: one entry, the image index, named
+    by the reference (as ``buildx --output type=oci`` and ``podman manifest push oci:`` do)."""
+    _, tag = split_reference(reference)
+    entry = _descriptor(MEDIA_INDEX, index_digest, index_size)
+    entry["annotations"] = {REF_NAME: tag, CONTAINERD_NAME: reference}
+    return {"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": [entry]}
+
+
 def docker_manifest_document(
     result: ImageResult, layers: Sequence[Layer] | None = None
 ) -> list[dict[str, Any]]:
@@ -332,6 +357,102 @@ def write_oci_layout(
         config_size=len(config_bytes),
         annotations=dict(annotations),
     )
+
+
+@dataclass(frozen=True)
+class PlatformImage:
+    """One platform's part of a multi-platform image: its layers, config and annotations."""
+
+    layers: tuple[Layer, ...]
+    config: ImageConfig
+    annotations: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class IndexResult:
+    """A multi-platform image in an OCI layout: the image index and one image per platform
+    (each :class:`ImageResult` points at the same layout; none has a docker-archive)."""
+
+    index_digest: str
+    index_size: int
+    images: tuple[ImageResult, ...]
+    layout_dir: Path
+    reference: str
+
+
+def write_oci_index(
+    images: Sequence[PlatformImage],
+    reference: str,
+    out_dir: Path,
+    annotations: Mapping[str, str] | None = None,
+) -> IndexResult:
+    """Write an OCI image layout holding one image index with a manifest per platform (in the
+    given order), atomically as :func:`write_oci_layout` does. A blob two platforms share (a
+    layer without architecture-specific files) is stored once."""
+    if not images:
+        raise BuildError("a multi-platform image needs at least one platform; none were given")
+    split_reference(reference)
+    seen: set[tuple[str, str]] = set()
+    docs: list[tuple[PlatformImage, bytes, str, bytes, str]] = []
+    for image in images:
+        if not image.layers:
+            raise BuildError(
+                f"platform {image.config.os}/{image.config.architecture}: an image needs at "
+                "least one layer; none were given"
+            )
+        platform = (image.config.os, image.config.architecture)
+        if platform in seen:
+            raise BuildError(f"platform {'/'.join(platform)} is given twice")
+        seen.add(platform)
+        config_bytes = canonical_json(config_document(image.layers, image.config))
+        config_digest = sha256_digest(config_bytes)
+        manifest_bytes = canonical_json(manifest_document(
+            image.layers, config_digest, len(config_bytes), image.annotations
+        ))  # fmt: skip
+        docs.append((image, config_bytes, config_digest, manifest_bytes,
+                     sha256_digest(manifest_bytes)))  # fmt: skip
+    index_bytes = canonical_json(platform_index_document(
+        [(d[4], len(d[3]), d[0].config.architecture, d[0].config.os) for d in docs],
+        annotations if annotations is not None else images[0].annotations,
+    ))  # fmt: skip
+    index_digest = sha256_digest(index_bytes)
+    top_bytes = canonical_json(layout_index_document(index_digest, len(index_bytes), reference))
+
+    out_dir = out_dir.absolute()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    try:
+        (tmp / "blobs" / "sha256").mkdir(parents=True)
+        for image, config_bytes, config_digest, manifest_bytes, manifest_digest in docs:
+            for layer in image.layers:
+                _place_blob(layer, tmp / _blob_name(layer.digest))
+            _write_file(tmp / _blob_name(config_digest), config_bytes)
+            _write_file(tmp / _blob_name(manifest_digest), manifest_bytes)
+        _write_file(tmp / _blob_name(index_digest), index_bytes)
+        _write_file(tmp / "index.json", top_bytes)
+        _write_file(tmp / "oci-layout", canonical_json({"imageLayoutVersion": "1.0.0"}))
+        os.chmod(tmp, 0o755)
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    results = tuple(
+        ImageResult(
+            manifest_digest=manifest_digest,
+            config_digest=config_digest,
+            layers=image.layers,
+            layout_dir=out_dir,
+            archive_path=None,
+            reference=reference,
+            compressed_size=sum(layer.size for layer in image.layers),
+            uncompressed_size=sum(layer.uncompressed_size for layer in image.layers),
+            manifest_size=len(manifest_bytes),
+            config_size=len(config_bytes),
+            annotations=dict(image.annotations),
+        )
+        for image, config_bytes, config_digest, manifest_bytes, manifest_digest in docs
+    )
+    return IndexResult(index_digest, len(index_bytes), results, out_dir, reference)
 
 
 def _tar_info(name: str, size: int, mtime: int, *, directory: bool = False) -> tarfile.TarInfo:

@@ -155,6 +155,7 @@ def write_supply_chain(
     spec: ImageSpec,
     out_dir: Path,
     memo_dir: Path | None = None,
+    platform: str | None = None,
 ) -> dict[str, Path]:
     """Write the SBOMs and the attestations of a fresh build into ``out_dir``.
 
@@ -170,10 +171,10 @@ def write_supply_chain(
     the paths by key: ``spdx``, ``cyclonedx``, ``provenance``, ``spdx-attestation``,
     ``cyclonedx-attestation``. ``memo_dir``: where the build keeps what each layer holds for
     the SBOM, by digest (:mod:`~hardflow.supply.sbom.layermemo`), so unchanged layers are not
-    read again.
+    read again. ``platform`` (``linux/arm64``): which image of a multi-platform layout.
     """
     memo = DiskLayerMemo(memo_dir) if memo_dir is not None else None
-    files = read_image(built.layout_dir, memo=memo)
+    files = read_image(built.layout_dir, memo=memo, platform=platform)
     image = files.subject
     if image.manifest_digest != built.manifest_digest:
         raise BuildError(
