@@ -267,3 +267,30 @@ def test_retry_repeats_network_failures_and_notes_them(monkeypatch: pytest.Monke
 
     with pytest.raises(FetchError):
         bench_run._retry("run 2: cold", broken, notes, lambda _m: None, attempts=2)
+
+
+def test_markdown_has_a_column_per_platform_of_the_index() -> None:
+    result = _result(115e6, 180e6, 10, 15, 35, 80e6)
+    assert "Per platform" not in render_markdown(result)  # no multi-platform build, no table
+    result["images"]["platforms"] = {
+        "reference": "localhost/multi:1",
+        "index_digest": "sha256:" + "ab" * 32,
+        "build": {"warm_full_s": {"median": 95.0, "runs": [95.0]}},
+        "platforms": {
+            "linux/arm64": {"static": {"gzip_bytes": 121e6, "files": 30_000}},
+            "linux/amd64": {"static": {"gzip_bytes": 120e6, "files": 29_000}},
+        },
+    }
+    md = render_markdown(result)
+    assert "| figure | linux/amd64 | linux/arm64 |" in md
+    assert "| size, gzip -6 | 120.0 MB | 121.0 MB |" in md
+    assert "| regular files | 29,000 | 30,000 |" in md
+    assert "`localhost/multi:1`" in md and "built in 95.0 s" in md
+
+
+def test_bench_refuses_a_one_platform_spec_as_platforms_spec(tmp_path: Path) -> None:
+    from hardflow.bench.run import _platforms
+    from hardflow.lock.fetch import Cache
+
+    with pytest.raises(HardflowError, match="expected a spec with several platforms"):
+        _platforms("core", tmp_path, Cache(tmp_path / "cache"), lambda _: None)

@@ -170,6 +170,7 @@ def render_markdown(result: Mapping[str, Any]) -> str:
             f"| {label} | {_fmt_stat(a, unit)} | {_fmt_stat(b, unit)} | "
             f"{_fmt_ratio(_median(hf, *path), _median(ref, *path))} | {_fmt_stat(c, unit)} |"
         )
+    lines += _platform_rows(_get(result, "images", "platforms") or {})
     change = _get(hf, "build", "changed_package")
     if change:
         lines += ["", f"One-package change: {change}."]
@@ -204,6 +205,37 @@ def render_markdown(result: Mapping[str, Any]) -> str:
     if notes:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
+
+
+_PLATFORM_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("size, uncompressed", "uncompressed_bytes", "MB"),
+    ("size, gzip -6", "gzip_bytes", "MB"),
+    ("size, zstd -3", "zstd_bytes", "MB"),
+    ("regular files", "files", "n"),
+    ("Debian packages", "debian_packages", "n"),
+    ("Python distributions", "python_distributions", "n"),
+)
+
+
+def _platform_rows(multi: Mapping[str, Any]) -> list[str]:
+    """The multi-platform spec's image index: the static figures of each platform."""
+    platforms = multi.get("platforms")
+    if not isinstance(platforms, Mapping) or not platforms:
+        return []
+    names = sorted(platforms)
+    lines = [
+        "",
+        f"Per platform: `{multi.get('reference', '?')}`, one image index "
+        f"(`{str(multi.get('index_digest', '?'))[:19]}…`), built in "
+        f"{_fmt_stat(_get(multi, 'build', 'warm_full_s'), 's')} after the runs above:",
+        "",
+        "| figure | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for label, key, unit in _PLATFORM_ROWS:
+        cells = [_fmt_stat(_get(platforms, name, "static", key), unit) for name in names]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _host(result: Mapping[str, Any]) -> str:

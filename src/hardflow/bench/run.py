@@ -33,6 +33,7 @@ from hardflow.bench.builds import (
     dag_edit_builds,
     layers_changed,
     timed_build,
+    timed_index_build,
     write_changed_lock,
 )
 from hardflow.bench.metrics import ImageMetrics, image_path_env, measure_layers
@@ -67,6 +68,7 @@ class BenchOptions:
     work_dir: Path | None = None
     spec_arg: str | None = None
     core_spec: str | None = "core"
+    platforms_spec: str | None = "airflow-multiplatform"
     change_package: str = DEFAULT_CHANGE
     reference: bool = True
     timeout: float = 900.0
@@ -290,6 +292,8 @@ def run_bench(options: BenchOptions, say: Say = _quiet) -> dict[str, Any]:
             }
         if options.core_spec:
             images["core"] = _core(options.core_spec, work, cache, say)
+        if options.platforms_spec:
+            images["platforms"] = _platforms(options.platforms_spec, work, cache, say)
 
         hf_ref = _load(engine, hf_build.result.image.archive_path)
         targets_run = [RunTarget(hf_ref, True, f"{spec.uid}:{spec.gid}")]
@@ -338,6 +342,35 @@ def _core(spec_arg: str, work: Path, cache: Cache, say: Say) -> dict[str, Any]:
         "reference": local_reference(spec.reference),
         "static": measure_layers(_layer_paths(built), env).to_json(),
         "build": {"warm_full_s": _stats([built.seconds])},
+    }
+
+
+def _platforms(spec_arg: str, work: Path, cache: Cache, say: Say) -> dict[str, Any]:
+    """The static figures of every platform of a multi-platform spec (one image index). Its
+    host platform shares its layers with the one-platform default (same lock view), so this
+    build mostly makes the other platforms' layers."""
+    spec, lock_path = resolve_spec_arg(spec_arg)
+    if len(spec.architectures) < 2:
+        raise HardflowError(
+            f"--platforms-spec {spec_arg}: expected a spec with several platforms "
+            f"(`platforms = [...]`), found {', '.join(spec.platforms) or 'one platform'}"
+        )
+    spec = replace(spec, name=spec.name.replace("hardflow/", "hardflow-bench/", 1))
+    say(f"platforms: build {spec.reference} for {', '.join(spec.platforms)}")
+    timed = timed_index_build(spec, read_lock(lock_path), lock_path, work / "platforms", cache)
+    built = timed.result
+    env = image_path_env([f"{k}={v}" for k, v in spec.env.items()])
+    per_platform = {
+        platform: {"static": measure_layers([layer.path for layer in result.image.layers],
+                                            env).to_json(),
+                   "digest": result.image.manifest_digest}
+        for platform, result in built.platforms
+    }  # fmt: skip
+    return {
+        "reference": local_reference(spec.reference),
+        "index_digest": built.index_digest,
+        "build": {"warm_full_s": _stats([timed.seconds])},
+        "platforms": per_platform,
     }
 
 

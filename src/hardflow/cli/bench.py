@@ -42,6 +42,13 @@ from hardflow.errors import HardflowError
     help="Spec reported as the core image ('' to skip).",
 )
 @click.option(
+    "--platforms-spec",
+    default="airflow-multiplatform",
+    show_default=True,
+    metavar="FILE|NAME",
+    help="Multi-platform spec whose size per platform is reported ('' to skip).",
+)
+@click.option(
     "--change-package",
     default="idna",
     show_default=True,
@@ -62,6 +69,7 @@ def bench(
     work_dir: Path | None,
     spec_arg: str | None,
     core_spec: str,
+    platforms_spec: str,
     change_package: str,
     no_reference: bool,
     timeout: float,
@@ -90,6 +98,7 @@ def bench(
             work_dir=work_dir,
             spec_arg=spec_arg,
             core_spec=core_spec or None,
+            platforms_spec=platforms_spec or None,
             change_package=change_package,
             reference=not no_reference,
             timeout=timeout,
