@@ -131,3 +131,17 @@ def test_commands_are_click_commands_with_help() -> None:
     for name, command in cli.commands.items():
         assert isinstance(command, click.Command)
         assert command.help, f"{name} has no help text"
+
+
+def test_short_help_survives_a_command_invoked_on_its_own(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """click keeps a command's help option from the first context it sees: a command invoked
+    alone (as tests do) must not lose ``-h`` for the later ``hardflow`` invocations."""
+    from click.testing import CliRunner
+
+    from hardflow.cli.diff import diff
+
+    assert CliRunner().invoke(diff, ["--help"]).exit_code == 0
+    code, out, _ = run_main(monkeypatch, capsys, "diff", "-h")
+    assert code == 0 and "--exit-code" in out

@@ -19,7 +19,10 @@ from hardflow.cli.console import err, print_error
 from hardflow.errors import HardflowError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+
+
+@click.group(context_settings=HELP_OPTIONS)
 @click.option("-v", "--verbose", count=True, help="More detail (-vv for debug logs).")
 @click.version_option(__version__, prog_name="hardflow")
 @click.pass_context
@@ -42,7 +45,19 @@ def _register_commands(group: click.Group) -> None:
         diff.diff,
     )  # fmt: skip
     for command in commands:
+        _own_help_names(command)
         group.add_command(command)
+
+
+def _own_help_names(command: click.Command) -> None:
+    """``-h`` on every command, also when one is invoked on its own (tests call a command
+    directly): click builds a command's help option once, from the first context it sees, and
+    keeps it, so a command first seen without the group's settings lost ``-h`` for good."""
+    for key, value in HELP_OPTIONS.items():
+        command.context_settings.setdefault(key, value)
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _own_help_names(sub)
 
 
 _register_commands(cli)
