@@ -237,9 +237,7 @@ def test_runs_through_the_bash_wrapper_as_the_chart_calls_it(
         ({"HARDFLOW_LOG_CLEANUP_FREQUENCY_SECONDS": "1.5"}, "a whole number"),
     ],
 )
-def test_bad_settings_are_named_and_exit_2(
-    home: Path, env: dict[str, str], message: str
-) -> None:
+def test_bad_settings_are_named_and_exit_2(home: Path, env: dict[str, str], message: str) -> None:
     result = subprocess.run(
         [sys.executable, "-I", str(SCRIPT)],
         env={"AIRFLOW_HOME": str(home), **env},
@@ -271,3 +269,64 @@ def test_expiry_counts_whole_days_as_find_mtime_does(
 ) -> None:
     now = 1_000_000_000.0
     assert cl.is_expired(now - age_days * DAY, now, days) is expired
+
+
+def test_retention_minutes_count_as_find_mmin_does(cl: ModuleType) -> None:
+    now = 1_000_000_000.0
+    # AIRFLOW__LOG_RETENTION_MINUTES: more than days*1440 + minutes minutes, not whole days
+    assert cl.is_expired(now - (1440 + 31) * 60, now, 1, 30) is True
+    assert cl.is_expired(now - (1440 + 29) * 60, now, 1, 30) is False
+    assert cl.is_expired(now - 31 * 60, now, 0, 30) is True
+
+
+def test_a_size_limit_lowers_the_retention_day_by_day(
+    cl: ModuleType, home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Over the limit after a pass: again with one day less, until under it (or 0 days)."""
+    logs = home / "logs"
+    files = {age: touch(logs / f"d/{age}.log", days=age + 0.5) for age in (1, 3, 5, 8, 20)}
+    # the filesystem counts as "used" 1000 bytes per log file left
+    def used(path: str, total: bool = False) -> int:
+        return 1000 * len(list(Path(path).rglob("*.log")))
+
+    monkeypatch.setattr(cl, "used_bytes", used)
+    removed = cl.clean_within_limit(str(logs), 15, 0, 2500, time.time())
+    # 15 days: removes 20; 4 left (4000 > 2500) → 14 … 7 days: removes 8; 3 left → 4 days:
+    # removes 5; 2 left (2000 <= 2500): stop. 1 and 3 stay.
+    assert not files[20].exists() and not files[8].exists() and not files[5].exists()
+    assert files[1].exists() and files[3].exists()
+    assert removed == 3
+    assert "retention down to 4 days" in capsys.readouterr().out
+
+
+def test_no_limit_means_one_pass(cl: ModuleType, home: Path) -> None:
+    old = touch(home / "logs/d/old.log", days=3.5)
+    assert cl.clean_within_limit(str(home / "logs"), 15, 0, 0, time.time()) == 0
+    assert old.exists()
+
+
+def test_size_limit_from_bytes_or_percent_of_the_filesystem(cl: ModuleType, home: Path) -> None:
+    logs = str(home / "logs")
+    (home / "logs").mkdir(exist_ok=True)
+    assert cl.size_limit({}, logs) == 0
+    assert cl.size_limit({"AIRFLOW__LOG_MAX_SIZE_BYTES": "5000"}, logs) == 5000
+    st = os.statvfs(logs)
+    assert cl.size_limit({"AIRFLOW__LOG_MAX_SIZE_PERCENT": "10"}, logs) == (
+        st.f_blocks * st.f_frsize * 10 // 100
+    )
+    # bytes win over a percentage, as in the chart's script
+    both = {"AIRFLOW__LOG_MAX_SIZE_BYTES": "7", "AIRFLOW__LOG_MAX_SIZE_PERCENT": "10"}
+    assert cl.size_limit(both, logs) == 7
+    with pytest.raises(cl.BadSetting, match="at most 100"):
+        cl.size_limit({"AIRFLOW__LOG_MAX_SIZE_PERCENT": "150"}, logs)
+    with pytest.raises(cl.BadSetting, match="AIRFLOW__LOG_MAX_SIZE_BYTES='lots'"):
+        cl.size_limit({"AIRFLOW__LOG_MAX_SIZE_BYTES": "lots"}, logs)
+
+
+def test_the_size_limit_is_announced_at_start(home: Path, start: Start) -> None:
+    (home / "logs").mkdir(exist_ok=True)
+    limits = {"AIRFLOW__LOG_MAX_SIZE_BYTES": "123456", "AIRFLOW__LOG_RETENTION_MINUTES": "30"}
+    g = start(home, HARDFLOW_LOG_CLEANUP_FREQUENCY_SECONDS="3600", **limits)
+    text = g.wait_for("pass done")
+    assert "size limit: 123456 bytes" in text and "older than 15 days and 30 minutes" in text
+    assert g.stop()[0] == 0

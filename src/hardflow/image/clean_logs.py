@@ -10,6 +10,13 @@ that execs this program, which does the same job with the standard library:
   ``*.log`` under ``$AIRFLOW_HOME/logs`` older than ``AIRFLOW__LOG_RETENTION_DAYS`` days
   (default 15; "older" as ``find -mtime +N`` counts: more than N whole days), then the
   directories left empty; folders named ``lost+found`` are never entered;
+- with a size limit (``AIRFLOW__LOG_MAX_SIZE_BYTES``, or ``AIRFLOW__LOG_MAX_SIZE_PERCENT`` of
+  the logs' filesystem when no byte count is set; chart 1.20+), after a pass that leaves the
+  filesystem's used space (``df``'s "Used") above the limit, pass again with one day less of
+  retention, down to 0 days, as the official script does; the next period starts from the
+  configured retention again;
+- ``AIRFLOW__LOG_RETENTION_MINUTES`` (newer charts) adds minutes to the retention; when it is
+  set, age counts in minutes (``find -mmin +N``) instead of whole days;
 - forever, printing one line per file or folder removed;
 - until SIGTERM or SIGINT, which ends it at once (also mid-pass) with exit status 0.
 
@@ -79,12 +86,42 @@ def period_seconds(env: dict[str, str]) -> int:
     return 60 * setting(env, "AIRFLOW__LOG_CLEANUP_FREQUENCY_MINUTES", DEFAULT_MINUTES, 1)
 
 
-def is_expired(mtime: float, now: float, days: int) -> bool:
-    """``find -mtime +days``: the age in whole days (rounded down) is more than ``days``."""
+def is_expired(mtime: float, now: float, days: int, minutes: int = 0) -> bool:
+    """``find -mtime +days``: the age in whole days (rounded down) is more than ``days``; with
+    extra ``minutes``, ``find -mmin +(days*1440 + minutes)``: the age is more than that."""
+    if minutes:
+        return (now - mtime) > (days * 1440 + minutes) * 60
     return (now - mtime) // DAY > days
 
 
-def clean_folder(fd: int, shown: str, now: float, days: int, depth: int = 0) -> tuple[int, bool]:
+def size_limit(env: dict[str, str], logs: str) -> int:
+    """The byte limit of the logs' filesystem usage (0: none). ``AIRFLOW__LOG_MAX_SIZE_BYTES``
+    wins; else ``AIRFLOW__LOG_MAX_SIZE_PERCENT`` of the filesystem's size."""
+    limit = setting(env, "AIRFLOW__LOG_MAX_SIZE_BYTES", 0, 0)
+    percent = setting(env, "AIRFLOW__LOG_MAX_SIZE_PERCENT", 0, 0)
+    if percent > 100:
+        raise BadSetting(f"AIRFLOW__LOG_MAX_SIZE_PERCENT={percent}: expected at most 100")
+    if limit == 0 and percent > 0:
+        total = used_bytes(logs, total=True)
+        limit = total * percent // 100
+        log(f"size limit {limit} bytes: {percent}% of the logs' filesystem ({total} bytes)")
+    return limit
+
+
+def used_bytes(path: str, total: bool = False) -> int:
+    """The used (or total) bytes of the filesystem holding ``path``, as ``df`` counts them;
+    0 when it cannot be read (the limit then never triggers, as in the official script)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 0
+    blocks = st.f_blocks if total else st.f_blocks - st.f_bfree
+    return blocks * st.f_frsize
+
+
+def clean_folder(
+    fd: int, shown: str, now: float, days: int, depth: int = 0, minutes: int = 0
+) -> tuple[int, bool]:
     """Remove expired ``*.log`` files and emptied folders below the folder open as ``fd``.
 
     Returns how many entries were removed and whether the folder is empty afterwards.
@@ -105,7 +142,7 @@ def clean_folder(fd: int, shown: str, now: float, days: int, depth: int = 0) -> 
         except FileNotFoundError:
             continue  # gone since the folder was listed
         if stat.S_ISDIR(st.st_mode) and name not in SKIPPED_FOLDERS:
-            count, empty = clean_child(fd, name, path, now, days, depth + 1)
+            count, empty = clean_child(fd, name, path, now, days, depth + 1, minutes)
             removed += count
             if empty and remove(os.rmdir, fd, name, path):
                 removed += 1
@@ -113,7 +150,7 @@ def clean_folder(fd: int, shown: str, now: float, days: int, depth: int = 0) -> 
         elif (
             stat.S_ISREG(st.st_mode)
             and name.endswith(".log")
-            and is_expired(st.st_mtime, now, days)
+            and is_expired(st.st_mtime, now, days, minutes)
             and remove(os.unlink, fd, name, path)
         ):
             removed += 1
@@ -123,7 +160,7 @@ def clean_folder(fd: int, shown: str, now: float, days: int, depth: int = 0) -> 
 
 
 def clean_child(
-    parent: int, name: str, shown: str, now: float, days: int, depth: int
+    parent: int, name: str, shown: str, now: float, days: int, depth: int, minutes: int = 0
 ) -> tuple[int, bool]:
     try:
         fd = os.open(name, DIR_FLAGS, dir_fd=parent)
@@ -132,7 +169,7 @@ def clean_child(
             log(f"cannot open {shown}: {exc.strerror}")
         return 0, False
     try:
-        return clean_folder(fd, shown, now, days, depth)
+        return clean_folder(fd, shown, now, days, depth, minutes)
     finally:
         os.close(fd)
 
@@ -152,7 +189,7 @@ def remove(action: Callable[..., None], fd: int, name: str, shown: str) -> bool:
     return True
 
 
-def clean_once(logs: str, days: int, now: float) -> int:
+def clean_once(logs: str, days: int, now: float, minutes: int = 0) -> int:
     """One pass over ``logs``; returns how many files and folders were removed."""
     try:
         fd = os.open(logs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -160,9 +197,20 @@ def clean_once(logs: str, days: int, now: float) -> int:
         log(f"nothing to clean: cannot open {logs}: {exc.strerror}")
         return 0
     try:
-        removed, _ = clean_folder(fd, logs, now, days)  # the logs folder itself stays
+        removed, _ = clean_folder(fd, logs, now, days, 0, minutes)  # the folder itself stays
     finally:
         os.close(fd)
+    return removed
+
+
+def clean_within_limit(logs: str, days: int, minutes: int, limit: int, now: float) -> int:
+    """A pass at the configured retention, then, while the filesystem uses more than
+    ``limit`` bytes (0: no limit), another with one day less, down to 0 days."""
+    removed = clean_once(logs, days, now, minutes)
+    while limit and days > 0 and used_bytes(logs) > limit:
+        days -= 1
+        log(f"{used_bytes(logs)} bytes used, more than {limit}: retention down to {days} days")
+        removed += clean_once(logs, days, now, minutes)
     return removed
 
 
@@ -182,15 +230,20 @@ def main(argv: list[str]) -> int:
     env = dict(os.environ)
     try:
         days = setting(env, "AIRFLOW__LOG_RETENTION_DAYS", DEFAULT_DAYS, 0)
+        minutes = setting(env, "AIRFLOW__LOG_RETENTION_MINUTES", 0, 0)
         period = period_seconds(env)
+        logs = os.path.join(env.get("AIRFLOW_HOME") or DEFAULT_HOME, "logs")
+        limit = size_limit(env, logs)
     except BadSetting as exc:
         log(str(exc))
         return 2
-    logs = os.path.join(env.get("AIRFLOW_HOME") or DEFAULT_HOME, "logs")
-    log(f"cleaning {logs} every {period} seconds: *.log files older than {days} days")
+    age = f"{days} days" + (f" and {minutes} minutes" if minutes else "")
+    log(f"cleaning {logs} every {period} seconds: *.log files older than {age}")
+    if limit:
+        log(f"size limit: {limit} bytes used on the logs' filesystem")
     try:
         while True:
-            removed = clean_once(logs, days, time.time())
+            removed = clean_within_limit(logs, days, minutes, limit, time.time())
             log(f"pass done: {removed} removed")
             if not wait_for_next_pass(period):
                 break
