@@ -7,4 +7,4 @@ HARDFLOW_SETUP_TESTS=1 source "$HERE/scripts/setup.sh"
 cd "$HERE"
 echo "== ruff"; ruff check src tests
 echo "== mypy"; mypy
-echo "== pytest"; exec pytest -p no:cacheprovider "$@"
+echo "== pytest"; exec pytest -p no:cacheprovider --durations=30 "$@"
