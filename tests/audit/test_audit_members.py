@@ -210,10 +210,10 @@ def test_members_finding_survives_through_audit_image(
     real = read_image_path(layout)
     found = issue(real.layers[0].blob, header("../../victim"))
 
-    def reader(source: str, **_: object) -> ImageData:
-        return replace(real, member_issues=(found,))
+    def reader(source: str, **_: object) -> list[ImageData]:
+        return [replace(real, member_issues=(found,))]
 
-    monkeypatch.setattr(audit_run, "read_image", reader)
+    monkeypatch.setattr(audit_run, "read_images", reader)
     report = audit_run.audit_image(str(layout))
     escape = next(f for f in report.findings if f.id == ESCAPE)
     assert escape.level == Level.FATAL and escape.items[0].subject == "../../victim"

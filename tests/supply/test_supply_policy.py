@@ -13,10 +13,12 @@ Every case pushes one image to its own tag and runs
 policy that requires a ``sigstoreSigned`` signature by our key for our repository
 (``matchRepository``). Only the correctly signed image is copied.
 
-Ready for multi-platform images (issue 15): :data:`IMAGE_KINDS` names the kinds of image each
-case is run on. Today hardflow builds one manifest per image; once ``build --platform`` writes
-an index, add an ``"index"`` kind (the builder of a signed multi-platform layout) and the cases
-run on it with ``--multi-arch all`` (:func:`skopeo_copy` takes it from :data:`MULTI_ARCH`).
+Every case runs on each kind of image in :data:`IMAGE_KINDS`: a one-platform image (one
+manifest) and a multi-platform one (an image index of linux/amd64 and linux/arm64, a variant
+of the fixture build in ``helpers.multiplatform``), which is copied with ``--multi-arch all``
+(``--all``): containers/image checks the policy on the index and again on every platform's
+manifest, so each must carry a valid signature, as ``hardflow sign`` (like ``cosign sign
+--recursive``) makes them. :data:`INDEX_CASES` break one platform only.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -35,37 +37,53 @@ import pytest
 from test_supply_push import Registry
 from test_supply_sign import tiny_layout
 
+from hardflow.build.bytecode import host_architecture
 from hardflow.lock.model import check_matches, read_lock
 from hardflow.oci.attach import (
     MEDIA_SIMPLESIGNING,
     SIG_SUFFIX,
     SIGNATURE_ANNOTATION,
     AttachedLayer,
-    attach,
     attached_layers,
-    merge_by_digest,
+    attachment_tag,
+    entry_tag,
     read_index,
 )
 from hardflow.oci.writer import ImageResult, canonical_json, sha256_digest
 from hardflow.spec import resolve_spec_arg
 from hardflow.supply.push import push_layout
 from hardflow.supply.sign import (
+    Attachment,
+    SignPlan,
+    VerifyError,
     generate_key,
     public_key_pem,
     sign_layout,
     simple_signing_payload,
+    verify_layout,
+    write_signing,
 )
 from helpers.loaded_images import LoadedImage
+from helpers.multiplatform import shared_two_platforms
 from helpers.podman import HARDENED
 
 SPEC = "skopeo"
 CONFIG_IN_CONTAINER = "/policy"  # policy.json, registries.d/ and cosign.pub, mounted read-only
 
 # the kinds of image every case runs on: name -> builder of an unsigned layout
-# (tmp, content, label) -> image; an "index" kind joins once hardflow builds multi-platform images
-ImageBuilder = Callable[[Path, bytes, str], ImageResult]
+# (scene, tmp, content, label) -> image (an index: manifest_digest is the index's digest)
+ImageBuilder = Callable[["Scene", Path, bytes, str], ImageResult]
+
+
+def _index_variant(scene: Scene, tmp: Path, content: bytes, label: str) -> ImageResult:
+    if scene.multi is None:
+        pytest.skip("the two-platform fixture is built on amd64 hosts")
+    return index_variant(scene.multi, tmp / f"layout-{label}", content)
+
+
 IMAGE_KINDS: dict[str, ImageBuilder] = {
-    "manifest": lambda tmp, content, label: tiny_layout(tmp, content=content, label=label),
+    "manifest": lambda scene, tmp, content, label: tiny_layout(tmp, content=content, label=label),
+    "index": _index_variant,
 }
 MULTI_ARCH = {"manifest": "system", "index": "all"}  # skopeo copy --multi-arch, per kind
 
@@ -149,7 +167,11 @@ def skopeo_copy(
 
 
 def _reattach_signature(image: ImageResult, layers: list[AttachedLayer], digest: str) -> None:
-    attach(image.layout_dir, digest, SIG_SUFFIX, layers, merge_by_digest)
+    """``digest``'s signature manifest: ``layers`` and nothing else (``digest`` may be a
+    platform's manifest inside an index, which index.json does not list)."""
+    plan = SignPlan(image.layout_dir, image.manifest_digest, "", "",
+                    (Attachment(SIG_SUFFIX, tuple(layers), digest),))  # fmt: skip
+    write_signing(plan)
 
 
 def _signature_layers(image: ImageResult) -> list[AttachedLayer]:
@@ -175,6 +197,49 @@ def edit_manifest(layout_dir: Path, digest: str) -> str:
     return new
 
 
+def _write_json(layout_dir: Path, doc: object) -> tuple[str, int]:
+    data = canonical_json(doc)
+    digest = sha256_digest(data)
+    (layout_dir / "blobs/sha256" / digest.removeprefix("sha256:")).write_bytes(data)
+    return digest, len(data)
+
+
+def reindex(layout_dir: Path, change: Callable[[str, dict[str, object]], None]) -> dict[str, str]:
+    """Rewrite every platform manifest of the layout's image index with ``change(platform,
+    manifest)``, then the index and ``index.json`` to list them. Returns the new digests by
+    platform, and by "index"."""
+    top = read_index(layout_dir)
+    (entry,) = [e for e in top["manifests"] if e["mediaType"].endswith("index.v1+json")]
+    blobs = layout_dir / "blobs/sha256"
+    index = json.loads((blobs / entry["digest"].removeprefix("sha256:")).read_bytes())
+    new: dict[str, str] = {}
+    for item in index["manifests"]:
+        platform = f"{item['platform']['os']}/{item['platform']['architecture']}"
+        manifest = json.loads((blobs / item["digest"].removeprefix("sha256:")).read_bytes())
+        before = canonical_json(manifest)
+        change(platform, manifest)
+        if canonical_json(manifest) != before:
+            digest, size = _write_json(layout_dir, manifest)
+            item.update(digest=digest, size=size)
+        new[platform] = item["digest"]
+    new["index"], size = _write_json(layout_dir, index)
+    entry.update(digest=new["index"], size=size)
+    (layout_dir / "index.json").write_bytes(canonical_json(top))
+    return new
+
+
+def index_variant(base: ImageResult, dest: Path, content: bytes) -> ImageResult:
+    """A copy of the two-platform layout whose manifests (and so the index) differ from any
+    other variant's by an annotation: each case gets digests, and signatures, of its own."""
+    shutil.copytree(base.layout_dir, dest)
+
+    def mark(platform: str, manifest: dict[str, object]) -> None:
+        manifest["annotations"] = {"org.example.case": content.decode().strip()}
+
+    digests = reindex(dest, mark)
+    return replace(base, layout_dir=dest, manifest_digest=digests["index"])
+
+
 def registry_blob(storage: Path, digest: str) -> Path:
     hexpart = digest.removeprefix("sha256:")
     return storage / "docker/registry/v2/blobs/sha256" / hexpart[:2] / hexpart / "data"
@@ -186,6 +251,7 @@ class Scene:
     repo: str
     config: Path
     skopeo: str
+    multi: ImageResult | None  # the two-platform fixture build's image (amd64 hosts only)
 
 
 @dataclass(frozen=True)
@@ -240,6 +306,9 @@ def _payload_rewritten(scene: Scene, image: ImageResult, tmp: Path) -> str:
         {SIGNATURE_ANNOTATION: stolen.annotations[SIGNATURE_ANNOTATION]},
     )
     _reattach_signature(image, [forged], image.manifest_digest)
+    for digest in _platform_digests(image).values():  # an index: every platform's too
+        payload = simple_signing_payload(scene.repo, digest)
+        _reattach_signature(image, [replace(forged, data=payload)], digest)
     return "invalid signature"
 
 
@@ -251,6 +320,62 @@ CASES = (
     Case("manifest-changed", _manifest_changed_after_signing, False, "does not match"),
     Case("payload-rewritten", _payload_rewritten, False, "signature verification failed"),
 )
+
+
+def _platform_unsigned(scene: Scene, image: ImageResult, tmp: Path) -> str:
+    """The index and amd64 signed, arm64 not."""
+    sign_layout(image.layout_dir, SIGNING_KEY, identity=scene.repo)
+    arm = _platform_digests(image)["linux/arm64"]
+    index = read_index(image.layout_dir)
+    tag = attachment_tag(arm, SIG_SUFFIX)
+    index["manifests"] = [e for e in index["manifests"] if entry_tag(e) != tag]
+    (image.layout_dir / "index.json").write_bytes(canonical_json(index))
+    return ""
+
+
+def _platform_changed_after_signing(scene: Scene, image: ImageResult, tmp: Path) -> str:
+    """arm64's manifest changed after signing and the index rewritten to list it; the new
+    index is signed by our key, arm64 keeps its old signature (naming the old digest)."""
+    sign_layout(image.layout_dir, SIGNING_KEY, identity=scene.repo)
+    arm = _platform_digests(image)["linux/arm64"]
+    found = attached_layers(image.layout_dir, arm, SIG_SUFFIX)
+    assert found is not None
+
+    def tamper(platform: str, manifest: dict[str, object]) -> None:
+        if platform == "linux/arm64":
+            manifest["annotations"] = {"org.example.tampered": "yes"}
+
+    new = reindex(image.layout_dir, tamper)
+    sign_layout(image.layout_dir, SIGNING_KEY, identity=scene.repo)  # the new index, amd64 …
+    _reattach_signature(image, found[1], new["linux/arm64"])  # … but arm64's old signature
+    return arm  # the digest arm64's signature names
+
+
+def _index_changed_after_signing(scene: Scene, image: ImageResult, tmp: Path) -> str:
+    """The image index itself changed after signing (its platforms untouched and signed)."""
+    return _manifest_changed_after_signing(scene, image, tmp)
+
+
+def _platform_digests(image: ImageResult) -> dict[str, str]:
+    """An index's manifests by platform; {} for one manifest."""
+    blob = image.layout_dir / "blobs/sha256" / image.manifest_digest.removeprefix("sha256:")
+    return {
+        f"{m['platform']['os']}/{m['platform']['architecture']}": m["digest"]
+        for m in json.loads(blob.read_bytes()).get("manifests", [])
+    }
+
+
+# cases of the index kind only. containers/image applies the policy to each platform's manifest
+# it copies, not to the list itself: an index changed after signing (its platforms intact) is
+# copied; `hardflow verify` refuses it (the index signature is checked there too).
+INDEX_CASES = (
+    Case("platform-unsigned", _platform_unsigned, False,
+         "A signature was required, but no signature exists"),
+    Case("platform-changed", _platform_changed_after_signing, False, "does not match"),
+    Case("index-changed", _index_changed_after_signing, True, "Writing manifest list"),
+)  # fmt: skip
+# the general cases that mean something else for an index: replaced by INDEX_CASES
+NOT_FOR_INDEX = {"manifest-changed"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,14 +392,17 @@ def scene(loaded_image: LoadedImage, tmp_path_factory: pytest.TempPathFactory) -
     registry = Registry(root)
     try:
         config = write_policy_dir(root / "config", registry.host, public_key_pem(SIGNING_KEY))
-        yield Scene(registry, f"{registry.host}/hardflow-test/verified", config, skopeo)
+        multi = None
+        if host_architecture() == "amd64":
+            multi = shared_two_platforms(tmp_path_factory).image
+        yield Scene(registry, f"{registry.host}/hardflow-test/verified", config, skopeo, multi)
     finally:
         registry.stop()
 
 
 def _push(scene: Scene, kind: str, case: Case, tmp: Path) -> tuple[str, str]:
     """(the reference the case's image was pushed to, the detail skopeo must name)"""
-    image = IMAGE_KINDS[kind](tmp, f"{kind} {case.name}\n".encode(), case.name)
+    image = IMAGE_KINDS[kind](scene, tmp, f"{kind} {case.name}\n".encode(), case.name)
     detail = case.prepare(scene, image, tmp)
     ref = f"{scene.repo}:{kind}-{case.name}"
     push_layout(image.layout_dir, ref, tls_verify=False)
@@ -305,8 +433,13 @@ def test_the_embedded_spec_is_locked_and_trusts_nothing_by_default() -> None:
 @pytest.mark.slow
 @pytest.mark.network
 @pytest.mark.podman
-@pytest.mark.parametrize("kind", sorted(IMAGE_KINDS))
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@pytest.mark.parametrize(
+    ("kind", "case"),
+    [(k, c) for k in sorted(IMAGE_KINDS) for c in CASES
+     if not (k == "index" and c.name in NOT_FOR_INDEX)],
+    ids=[f"{c.name}-{k}" for k in sorted(IMAGE_KINDS) for c in CASES
+         if not (k == "index" and c.name in NOT_FOR_INDEX)],
+)  # fmt: skip
 def test_skopeo_enforces_the_sigstore_policy(
     scene: Scene, kind: str, case: Case, tmp_path: Path
 ) -> None:
@@ -320,6 +453,35 @@ def test_skopeo_enforces_the_sigstore_policy(
         assert "Source image rejected" in copied.output
     assert case.message in copied.output
     assert detail in copied.output
+
+
+@pytest.mark.slow
+@pytest.mark.network
+@pytest.mark.podman
+@pytest.mark.parametrize("case", INDEX_CASES, ids=[c.name for c in INDEX_CASES])
+def test_skopeo_checks_every_platform_of_an_index(scene: Scene, case: Case, tmp_path: Path) -> None:
+    """One part of a signed index broken: skopeo copy --all refuses a broken platform (and
+    still copies amd64 alone, whose manifest is signed); `hardflow verify` refuses them all."""
+    ref, detail = _push(scene, "index", case, tmp_path)
+    layout = tmp_path / f"layout-{case.name}"
+    with pytest.raises(VerifyError) as refused:
+        verify_layout(layout, SIGNING_KEY.public_key(), identity=scene.repo)
+    print(f"hardflow verify: {refused.value.message}")
+    copied = skopeo_copy(scene.skopeo, scene.config, ref, MULTI_ARCH["index"])
+    print(f"{case.name}: exit {copied.returncode} in {copied.seconds:.1f} s: {copied.output}")
+    assert case.message in copied.output
+    if case.accepted:
+        assert copied.returncode == 0, copied.output
+        (problem,) = refused.value.report.problems  # the index's; its platforms are intact
+        assert problem.startswith("none of the 1 signature(s) of ") and "not this one" in problem
+        return
+    assert copied.returncode == 1, copied.output
+    assert "copying image 2/2 from manifest list: Source image rejected" in copied.output  # arm64
+    assert detail in copied.output
+    (problem,) = refused.value.report.problems[-1:]
+    assert problem.startswith("platform linux/arm64: ")
+    amd = skopeo_copy(scene.skopeo, scene.config, ref, "system")
+    assert amd.returncode == 0, amd.output
 
 
 @pytest.mark.slow

@@ -112,6 +112,9 @@ class ImageData:
     created: int | None  # config "created" as epoch seconds
     # layer members unsafe to unpack (see hardflow.oci.members): escapes and special files
     member_issues: tuple[MemberIssue, ...] = ()
+    # which platform of a multi-platform image (an index of several): "linux/arm64"; "" for
+    # an image of one platform
+    platform: str = ""
 
     @property
     def runtime(self) -> Mapping[str, Any]:
@@ -290,8 +293,11 @@ def _scan_layer(
     )
 
 
-def _read(reader: ImageReader, source: str) -> ImageData:
-    image = reader.image(prefer=_PREFERRED_PLATFORM, first_if_ambiguous=True)
+def _read(reader: ImageReader, source: str, ref: ManifestRef | None = None) -> ImageData:
+    if ref is None:
+        image = reader.image(prefer=_PREFERRED_PLATFORM, first_if_ambiguous=True)
+    else:
+        image = reader.image(ref)
     created = parse_created(image.config.get("created"))
     files: dict[str, FileEntry] = {}
     contents: dict[str, bytes] = {}
@@ -312,6 +318,57 @@ def _read(reader: ImageReader, source: str) -> ImageData:
     )
 
 
+def _config_platform(config: Mapping[str, Any]) -> Platform | None:
+    os_name, arch = config.get("os"), config.get("architecture")
+    if not isinstance(os_name, str) or not isinstance(arch, str) or not os_name or not arch:
+        return None
+    variant = config.get("variant")
+    return Platform(os_name, arch, variant if isinstance(variant, str) else "")
+
+
+def platform_refs(reader: ImageReader) -> dict[str, ManifestRef]:
+    """The images of a multi-platform source by platform (the first listed for each), in
+    the order listed; empty when the source holds one platform (or says none)."""
+    refs: dict[str, ManifestRef] = {}
+    for m in reader.manifests():
+        if not m.attachment and m.platform is not None:
+            refs.setdefault(str(m.platform), m)
+    return refs if len(refs) > 1 else {}
+
+
+def parse_platform(text: str) -> Platform:
+    """``linux/arm64`` (``OS/ARCH[/VARIANT]``), or an :class:`ImageReadError`."""
+    try:
+        return Platform.parse(text)
+    except ImageError as exc:
+        raise ImageReadError(exc.message, hint="e.g. --platform linux/arm64") from None
+
+
+def _read_platforms(reader: ImageReader, source: str, platform: str | None) -> list[ImageData]:
+    refs = platform_refs(reader)
+    wanted = parse_platform(platform) if platform is not None else None
+    if refs:
+        chosen = {
+            p: m for p, m in refs.items() if wanted is None or Platform.parse(p).matches(wanted)
+        }
+        if not chosen:
+            raise ImageReadError(
+                f"{source} has no platform {wanted} (its platforms: {', '.join(refs)})",
+                hint=f"choose one with --platform {next(iter(refs))}, or leave --platform out "
+                "to audit every platform",
+            )
+        return [replace(_read(reader, source, m), platform=p) for p, m in chosen.items()]
+    data = _read(reader, source)
+    if wanted is not None:
+        found = _config_platform(data.config)
+        if found is None or not found.matches(wanted):
+            raise ImageReadError(
+                f"{source} is an image of one platform ({found or 'not stated'}), not {wanted}",
+                hint="leave --platform out",
+            )
+    return [data]
+
+
 # ---------------------------------------------------------------------------------------------
 # entry point
 
@@ -321,6 +378,21 @@ def read_image_path(path: Path, source: str | None = None) -> ImageData:
     try:
         with open_image(path) as reader:
             return _read(reader, source or str(path))
+    except ImageError as exc:
+        raise ImageReadError(exc.message, hint=exc.hint) from None
+
+
+def read_image_platforms(
+    path: Path, source: str | None = None, platform: str | None = None
+) -> list[ImageData]:
+    """Every platform of a multi-platform image (or the one ``platform`` names), each with
+    its :attr:`ImageData.platform`; an image of one platform as :func:`read_image_path` reads
+    it (``platform``, if given, must be its own)."""
+    try:
+        with open_image(path) as reader:
+            return _read_platforms(reader, source or str(path), platform)
+    except ImageReadError:
+        raise
     except ImageError as exc:
         raise ImageReadError(exc.message, hint=exc.hint) from None
 
@@ -370,6 +442,22 @@ def read_image(image: str, *, engine: str | None = None, saver: Saver | None = N
     return replace(data, source=image, kind="engine", reference=data.reference or image)
 
 
+def read_images(
+    image: str,
+    *,
+    platform: str | None = None,
+    engine: str | None = None,
+    saver: Saver | None = None,
+) -> list[ImageData]:
+    """:func:`read_image` for every platform of a multi-platform ``image`` (or the one
+    ``platform`` names); see :func:`read_image_platforms`."""
+    with local_image(image, engine=engine, saver=saver) as (path, from_engine):
+        found = read_image_platforms(path, image, platform)
+    if not from_engine:
+        return found
+    return [replace(d, source=image, kind="engine", reference=d.reference or image) for d in found]
+
+
 def is_setid(entry: FileEntry) -> bool:
     return entry.kind in ("file", "hardlink") and bool(entry.mode & (stat.S_ISUID | stat.S_ISGID))
 
@@ -389,6 +477,10 @@ __all__ = [
     "looks_like_path",
     "normalize_member",
     "parse_created",
+    "parse_platform",
+    "platform_refs",
     "read_image",
     "read_image_path",
+    "read_image_platforms",
+    "read_images",
 ]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from hardflow.audit.ignore import IgnoreRule, apply_rules, hardflow_exceptions, load_ignore_file
 from hardflow.audit.image_checks import NO_SIGNATURE, SignatureResult, image_facts, run_image_checks
-from hardflow.audit.image_source import ImageData, Saver, read_image
+from hardflow.audit.image_source import ImageData, Saver, read_images
 from hardflow.audit.manifest_checks import load_manifests, manifest_facts, run_manifest_checks
-from hardflow.audit.model import Report
+from hardflow.audit.model import Finding, Item, Report
 from hardflow.errors import HardflowError
 
 HARDFLOW_LABEL = "dev.hardflow.builder"
@@ -45,7 +46,12 @@ def verify_signature(image: ImageData, key: Path | None) -> SignatureResult:
         return SignatureResult("failed", exc.message)
     if not result.ok:
         return SignatureResult("failed", "; ".join(result.problems))
-    return SignatureResult("verified", f"signature verified with key {result.key_id}")
+    platforms = ", ".join(p.platform for p in result.platforms)
+    return SignatureResult(
+        "verified",
+        f"signature verified with key {result.key_id}"
+        + (f" (the image index and each platform: {platforms})" if platforms else ""),
+    )
 
 
 def _rules(
@@ -67,6 +73,52 @@ def _load(ignore_files: Sequence[Path]) -> list[IgnoreRule]:
     return [rule for path in ignore_files for rule in load_ignore_file(path)]
 
 
+def _named(platform: str, item: Item) -> Item:
+    return replace(item, subject=f"{platform}: {item.subject}")
+
+
+def merge_platforms(per_platform: Sequence[tuple[str, Sequence[Finding]]]) -> list[Finding]:
+    """One finding per rule for a multi-platform image: the worst level of any platform, the
+    items (and accepted items) of each, named by their platform ("linux/arm64: usr/bin/su")."""
+    by_rule: dict[str, list[tuple[str, Finding]]] = {}
+    for platform, findings in per_platform:
+        for finding in findings:
+            by_rule.setdefault(finding.id, []).append((platform, finding))
+    merged = []
+    for found in by_rule.values():
+        notes = [(p, f.note) for p, f in found if f.note]
+        if len({n for _, n in notes}) == 1 and len(notes) == len(found):
+            note = notes[0][1]  # the same on every platform
+        else:
+            note = "; ".join(f"{p}: {n}" for p, n in notes)
+        merged.append(
+            Finding(
+                check=found[0][1].check,
+                level=max(f.level for _, f in found),
+                items=tuple(_named(p, i) for p, f in found for i in f.items),
+                note=note,
+                accepted=tuple(
+                    replace(a, item=_named(p, a.item)) for p, f in found for a in f.accepted
+                ),
+            )
+        )
+    return merged
+
+
+def _facts(images: Sequence[ImageData]) -> list[tuple[str, str]]:
+    if len(images) == 1 and not images[0].platform:
+        return image_facts(images[0])
+    facts = [("platforms", ", ".join(d.platform for d in images))]
+    for data in images:
+        for key, value in image_facts(data):
+            if key in ("source", "format", "reference"):
+                if data is images[0]:
+                    facts.append((key, value))
+            else:
+                facts.append((f"{key} ({data.platform})", value))
+    return facts
+
+
 def audit_image(
     image: str,
     *,
@@ -75,24 +127,37 @@ def audit_image(
     key: Path | None = None,
     engine: str | None = None,
     saver: Saver | None = None,
+    platform: str | None = None,
 ) -> Report:
     """Audit an image path (OCI layout, oci-archive, docker-archive) or a local reference.
 
+    A multi-platform image (an index of several platforms) is audited on every platform, or
+    on ``platform`` only (``linux/arm64``); its findings name the platform of each item.
     ``hardflow_exceptions_mode``: None applies the shipped exceptions to images built by
     hardflow (label ``dev.hardflow.builder``); True/False force them on or off.
     """
     user_rules = _load(ignore_files)  # a bad ignore file fails before the image is read
-    data = read_image(image, engine=engine, saver=saver)
-    builtin = (
-        is_hardflow_image(data) if hardflow_exceptions_mode is None else hardflow_exceptions_mode
-    )
-    rules, sources = _rules(user_rules, ignore_files, builtin)
-    findings = apply_rules(run_image_checks(data, verify_signature(data, key)), rules)
+    images = read_images(image, platform=platform, engine=engine, saver=saver)
+    signature = verify_signature(images[0], key)  # an index: every platform's signature
+    per_platform: list[tuple[str, Sequence[Finding]]] = []
+    sources: tuple[str, ...] = ()
+    for data in images:
+        builtin = (
+            is_hardflow_image(data)
+            if hardflow_exceptions_mode is None
+            else hardflow_exceptions_mode
+        )
+        rules, sources = _rules(user_rules, ignore_files, builtin)
+        per_platform.append((data.platform, apply_rules(run_image_checks(data, signature), rules)))
+    if len(images) == 1 and not images[0].platform:
+        findings = list(per_platform[0][1])
+    else:
+        findings = merge_platforms(per_platform)
     return Report(
         kind="image",
         target=image,
         findings=tuple(findings),
-        facts=tuple(image_facts(data)),
+        facts=tuple(_facts(images)),
         exceptions_applied=sources,
     )
 

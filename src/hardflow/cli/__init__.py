@@ -18,7 +18,6 @@ from hardflow.cli import audit, bench, build, checkdags, deploy, diff, lock, run
 from hardflow.cli.console import err, print_error
 from hardflow.errors import HardflowError
 
-
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 
 

@@ -114,6 +114,11 @@ def audit() -> None:
     help="Apply hardflow's shipped exceptions (default: for images built by hardflow).",
 )
 @click.option("--engine", help="podman or docker, for IMAGE references in the local store.")
+@click.option(
+    "--platform",
+    metavar="OS/ARCH[/VARIANT]",
+    help="A multi-platform image: audit this platform only (default: every platform).",
+)
 @click.pass_context
 def image_cmd(
     ctx: click.Context,
@@ -127,11 +132,13 @@ def image_cmd(
     key: Path | None,
     builtin: bool | None,
     engine: str | None,
+    platform: str | None,
 ) -> None:
     """Audit IMAGE without running it.
 
     IMAGE is an OCI layout directory, an oci-archive or docker-archive tarball, or an image
-    reference in the local podman/docker store.
+    reference in the local podman/docker store. A multi-platform image (an image index) is
+    audited on every platform; each finding names the platform of its items.
     """
     from hardflow.audit.run import audit_image
 
@@ -142,6 +149,7 @@ def image_cmd(
         hardflow_exceptions_mode=builtin,
         key=key,
         engine=engine,
+        platform=platform,
     )
     _emit(report, "json" if as_json else fmt, level, output)
     _finish(ctx, report, level, exit_code)

@@ -10,6 +10,37 @@ import click
 from hardflow.cli.console import err, out
 
 
+def check_platform(image: Path, platform: str | None) -> str | None:
+    """For a multi-platform image, ``platform`` must name one of its platforms (an SBOM
+    describes one): a typed error listing them otherwise. Returns the platform chosen."""
+    from hardflow.errors import ImageError
+    from hardflow.oci.reader import Platform, open_image
+
+    path = image
+    if image.is_dir() and not (image / "index.json").exists() and (image / "oci").is_dir():
+        path = image / "oci"
+    with open_image(path) as reader:
+        listed = list(dict.fromkeys(
+            str(m.platform) for m in reader.manifests()
+            if not m.attachment and m.platform is not None
+        ))  # fmt: skip
+    wanted = Platform.parse(platform) if platform is not None else None
+    if len(listed) < 2:
+        return platform
+    if wanted is None:
+        raise ImageError(
+            f"{image} is a multi-platform image ({', '.join(listed)}); an SBOM describes one "
+            "platform",
+            hint=f"say which with --platform, e.g. --platform {listed[-1]}",
+        )
+    if not any(Platform.parse(p).matches(wanted) for p in listed):
+        raise ImageError(
+            f"{image} has no platform {wanted} (its platforms: {', '.join(listed)})",
+            hint=f"say which with --platform, e.g. --platform {listed[0]}",
+        )
+    return str(wanted)
+
+
 @click.command()
 @click.argument("image", type=click.Path(path_type=Path, exists=True))
 @click.option(
@@ -36,7 +67,7 @@ from hardflow.cli.console import err, out
 @click.option(
     "--platform",
     metavar="OS/ARCH[/VARIANT]",
-    help="For an image index that lists several platforms: the one to describe.",
+    help="A multi-platform image (an image index): the platform to describe (required).",
 )
 @click.option("--json", "as_json", is_flag=True, help="With -o: a summary as JSON on stdout.")
 def sbom(
@@ -54,6 +85,7 @@ def sbom(
     from hardflow.lock.model import read_lock
     from hardflow.supply.sbom import sbom_from_image
 
+    platform = check_platform(image, platform)
     lock = read_lock(lock_path) if lock_path else None
     result = sbom_from_image(
         image, lock, "spdx" if fmt == "spdx" else "cyclonedx", platform=platform
@@ -69,6 +101,7 @@ def sbom(
         "image": inv.image.reference,
         "manifest_digest": inv.image.manifest_digest or None,
         "config_digest": inv.image.config_digest,
+        **({"platform": platform} if platform else {}),
         "debian_packages": len(inv.debs),
         "python_packages": len(inv.wheels),
     }

@@ -95,7 +95,8 @@ def sign(
     as_json: bool,
     image: Path,
 ) -> None:
-    """Sign the image of the OCI layout IMAGE (e.g. out/NAME-TAG/oci), cosign-style."""
+    """Sign the image of the OCI layout IMAGE (e.g. out/NAME-TAG/oci), cosign-style; a
+    multi-platform image's index and every platform's manifest (cosign sign --recursive)."""
     from hardflow.supply.keys import load_private_key
     from hardflow.supply.sign import sign_image
 
@@ -104,18 +105,29 @@ def sign(
     # attached in one step: if any part fails, nothing is written (no half-signed layout)
     result = sign_image(image, key, identity=identity, tag=tag)
     attestations = result.attestation_manifest
+    platforms = [
+        {"platform": p.platform, "manifest_digest": p.manifest_digest,
+         "signature_manifest": p.signature_manifest,
+         "attestation_manifest": p.attestation_manifest}
+        for p in result.platforms
+    ]  # fmt: skip
     if as_json:
         print_json({
             "manifest_digest": result.manifest_digest, "identity": result.identity,
             "signature_tag": result.tag, "signature_manifest": result.signature_manifest,
             "key_id": result.key_id, "attestation_manifest": attestations,
+            **({"platforms": platforms} if platforms else {}),
         })  # fmt: skip
         return
-    out.print(f"signed {result.manifest_digest} as [bold]{escape(result.identity)}[/]")
+    kind = "image index" if result.platforms else "image"
+    out.print(f"signed {kind} {result.manifest_digest} as [bold]{escape(result.identity)}[/]")
     out.print(f"  with key {result.key_id}; stored as {image}:{result.tag}")
+    for p in result.platforms:
+        attached = " + provenance and SBOM attestations" if p.attestation_manifest else ""
+        out.print(f"  platform {p.platform}: signed {p.manifest_digest}{attached}")
     if attestations:
         out.print(f"  signed and attached provenance + SBOM attestations ({attestations[:19]}…)")
-    else:
+    elif not any(p.attestation_manifest for p in result.platforms):
         out.print(f"  no build attestations beside {image} (provenance/SBOM not attached)")
 
 
@@ -132,7 +144,8 @@ def sign(
 def verify(
     key_path: Path, identity: str | None, tag: str | None, as_json: bool, image: Path
 ) -> None:
-    """Verify the OCI layout IMAGE: every blob's digest, its signature and attestations."""
+    """Verify the OCI layout IMAGE: every blob's digest, its signature and attestations
+    (a multi-platform image: the index's and every platform's)."""
     from hardflow.supply.keys import load_public_key
     from hardflow.supply.verify import VerifyError, verify_layout
 
@@ -153,6 +166,12 @@ def verify(
         out.print(f"  signature for {escape(str(s.identity))}: {mark}")
     for a in report.attestations:
         out.print(f"  attestation {escape(str(a.predicate_type))}: [green]ok[/]")
+    for p in report.platforms:
+        out.print(
+            f"  platform {escape(p.platform)}: {p.manifest_digest} signed"
+            + (f", {len(p.attestations)} attestation(s)" if p.attestations else "")
+            + " [green]ok[/]"
+        )
 
 
 @click.command()
@@ -207,5 +226,7 @@ def push(
     for warning in result.warnings:
         err.print(f"[yellow]warning:[/] {escape(warning)}")
     out.print(f"pushed [bold]{escape(result.reference)}[/]  {result.manifest_digest}")
+    for platform, digest in result.platforms:
+        out.print(f"  platform {escape(platform)}: {digest}")
     for copy in result.copies[1:]:
         out.print(f"  + {copy.what}: {escape(copy.destination.removeprefix('docker://'))}")

@@ -72,15 +72,17 @@ from hardflow.supply.verify import (
     SIGNATURE_TYPE,
     AttestationCheck,
     SignatureCheck,
+    Target,
     VerifyError,
     VerifyReport,
     attachment,
     check_attestation,
     check_signature,
     image_entry,
+    index_platforms,
     parse_statement_envelope,
-    read_manifest,
     repository_of,
+    signing_targets,
     verify_blobs,
     verify_bytes,
     verify_layout,
@@ -92,6 +94,7 @@ __all__ = [
     "AttestationCheck",
     "KeyFileError",
     "KeyPair",
+    "PlatformSigned",
     "SignPlan",
     "SignResult",
     "SignatureCheck",
@@ -123,6 +126,9 @@ __all__ = [
     "write_key_pair",
     "write_signing",
 ]
+
+# where build.platforms puts every platform's SBOMs and provenance but the docker-archive's
+PLATFORMS_DIR = "platforms"
 
 Merge = Callable[[Sequence[AttachedLayer], Sequence[AttachedLayer]], list[AttachedLayer]]
 
@@ -167,10 +173,11 @@ def default_identity(entry: ImageEntry) -> str:
 
 @dataclass(frozen=True)
 class Attachment:
-    """The complete new content of one ``sha256-<hex>.<suffix>`` attachment."""
+    """The complete new content of one ``sha256-<hex>.<suffix>`` attachment of ``digest``."""
 
     suffix: str
     layers: tuple[AttachedLayer, ...]
+    digest: str = ""  # the manifest it is attached to ("": the plan's manifest_digest)
 
 
 @dataclass(frozen=True)
@@ -179,31 +186,43 @@ class SignPlan:
     manifest_digest: str
     identity: str
     key_id: str
-    attachments: tuple[Attachment, ...]  # the signature first, then the attestations (if any)
+    # per signed manifest: its signature, then its attestations (if any); the image first,
+    # then (an image index) each platform's manifest
+    attachments: tuple[Attachment, ...]
+    platforms: tuple[tuple[str, str], ...] = ()  # an image index: (platform, manifest digest)
 
 
 def _merged(layout_dir: Path, digest: str, suffix: str, new: Sequence[AttachedLayer],
             merge: Merge) -> Attachment:  # fmt: skip
     existing = attachment(layout_dir, digest, suffix)  # strict: a malformed one is refused
-    return Attachment(suffix, tuple(merge(existing[1] if existing else [], new)))
+    return Attachment(suffix, tuple(merge(existing[1] if existing else [], new)), digest)
 
 
 def _attestation_layers(
-    envelopes: Sequence[tuple[str, bytes]], manifest_digest: str
-) -> list[AttachedLayer]:
-    layers = []
+    envelopes: Sequence[tuple[str, bytes]], targets: Sequence[Target]
+) -> dict[str, list[AttachedLayer]]:
+    """The envelopes as attestation layers, by the manifest their statement is about: the
+    image's, or (an index) one platform's."""
+    by_digest: dict[str, list[AttachedLayer]] = {}
     for origin, env in envelopes:
         statement = parse_statement_envelope(env, origin)
-        if manifest_digest not in statement.subjects:
+        about = [t for t in targets if t.digest in statement.subjects]
+        if not about:
+            wanted = ", ".join(
+                f"{t.platform} {t.digest}" if t.platform else t.digest for t in targets
+            )
             raise TrustError(
-                f"{origin}: its statement is about {', '.join(statement.subjects) or 'nothing'}, "
-                f"not the image {manifest_digest}",
+                f"{origin}: its statement is about "
+                f"{', '.join(statement.subjects) or 'nothing'}, not the image {wanted}",
                 hint="rebuild, or sign the image the attestation was written for",
             )
-        layers.append(
-            AttachedLayer(MEDIA_DSSE, env, {PREDICATE_ANNOTATION: statement.predicate_type})
+        # cosign's attestation layer: the signature is inside the envelope, and the annotation
+        # is there, empty (`cosign verify-attestation` refuses a layer without it)
+        annotations = {SIGNATURE_ANNOTATION: "", PREDICATE_ANNOTATION: statement.predicate_type}
+        by_digest.setdefault(about[0].digest, []).append(
+            AttachedLayer(MEDIA_DSSE, env, annotations)
         )
-    return layers
+    return by_digest
 
 
 def plan_signing(
@@ -213,27 +232,37 @@ def plan_signing(
     tag: str | None = None,
     attestations: Sequence[tuple[str, bytes]] = (),
 ) -> SignPlan:
-    """Check the layout and sign in memory; ``attestations`` are (origin, signed envelope).
+    """Check the layout and sign in memory; ``attestations`` are (origin, signed envelope),
+    each attached to the manifest its statement is about.
 
-    Raises :class:`TrustError` on anything wrong; writes nothing.
+    An image index is signed as ``cosign sign --recursive`` does: the index and each
+    platform's manifest, all naming the same identity. Raises :class:`TrustError` on
+    anything wrong; writes nothing.
     """
     layout_dir = layout_dir.absolute()
     verify_blobs(layout_dir)
     entry = image_entry(layout_dir, tag)
-    read_manifest(layout_dir, entry.digest, entry.size, f"{layout_dir}: manifest {entry.digest}")
+    targets = signing_targets(layout_dir, entry)
     ident = identity or default_identity(entry)
-    payload = simple_signing_payload(ident, entry.digest)
-    signature = signer(key)(payload)
-    sig_layer = AttachedLayer(
-        MEDIA_SIMPLESIGNING,
-        payload,
-        {SIGNATURE_ANNOTATION: base64.b64encode(signature).decode("ascii")},
-    )
-    planned = [_merged(layout_dir, entry.digest, SIG_SUFFIX, [sig_layer], merge_by_digest)]
-    if attestations:
-        layers = _attestation_layers(attestations, entry.digest)
-        planned.append(_merged(layout_dir, entry.digest, ATT_SUFFIX, layers, merge_by_predicate))
-    return SignPlan(layout_dir, entry.digest, ident, key_id(key.public_key()), tuple(planned))
+    sign = signer(key)
+    by_digest = _attestation_layers(attestations, targets)
+    planned: list[Attachment] = []
+    for target in targets:
+        payload = simple_signing_payload(ident, target.digest)
+        sig_layer = AttachedLayer(
+            MEDIA_SIMPLESIGNING,
+            payload,
+            {SIGNATURE_ANNOTATION: base64.b64encode(sign(payload)).decode("ascii")},
+        )
+        planned.append(_merged(layout_dir, target.digest, SIG_SUFFIX, [sig_layer], merge_by_digest))
+        if target.digest in by_digest:
+            layers = by_digest[target.digest]
+            planned.append(
+                _merged(layout_dir, target.digest, ATT_SUFFIX, layers, merge_by_predicate)
+            )
+    platforms = tuple((str(t.platform), t.digest) for t in targets if t.platform is not None)
+    return SignPlan(layout_dir, entry.digest, ident, key_id(key.public_key()), tuple(planned),
+                    platforms)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,7 +278,8 @@ def _write_blob(layout_dir: Path, data: bytes) -> str:
 
 
 def write_signing(plan: SignPlan) -> dict[str, str]:
-    """Store the planned attachments; returns their manifest digests by suffix."""
+    """Store the planned attachments; returns their manifest digests by tag
+    (``sha256-<hex>.sig``: :func:`~hardflow.oci.attach.attachment_tag`)."""
     layout_dir = plan.layout_dir
     index = read_index(layout_dir)
     entries = {}
@@ -261,14 +291,14 @@ def write_signing(plan: SignPlan) -> dict[str, str]:
         _write_blob(layout_dir, config)
         manifest = attachment_manifest(config, planned.layers)
         digest = _write_blob(layout_dir, manifest)
-        tag = attachment_tag(plan.manifest_digest, planned.suffix)
+        tag = attachment_tag(planned.digest or plan.manifest_digest, planned.suffix)
         entries[tag] = {
             "mediaType": MEDIA_MANIFEST,
             "digest": digest,
             "size": len(manifest),
             "annotations": {REF_NAME: tag},
         }
-        digests[planned.suffix] = digest
+        digests[tag] = digest
     # the same order oci.attach keeps: images first, then attachments sorted by tag
     others = [e for e in index["manifests"] if _tag(e) not in entries]
     images = [e for e in others if not is_attachment_tag(_tag(e))]
@@ -297,23 +327,42 @@ def _tag(entry: object) -> str | None:
 
 
 @dataclass(frozen=True)
-class SignResult:
+class PlatformSigned:
+    """One platform's manifest of a signed image index."""
+
+    platform: str
     manifest_digest: str
+    signature_manifest: str
+    attestation_manifest: str | None = None
+
+
+@dataclass(frozen=True)
+class SignResult:
+    manifest_digest: str  # the image's: its manifest, or its image index
     identity: str
     signature_manifest: str  # digest of the sha256-<hex>.sig manifest
     tag: str
     key_id: str
     attestation_manifest: str | None = None  # digest of the sha256-<hex>.att manifest
+    platforms: tuple[PlatformSigned, ...] = ()  # an image index: each platform's manifest
 
 
 def _result(plan: SignPlan, digests: dict[str, str]) -> SignResult:
+    def made(digest: str, suffix: str) -> str | None:
+        return digests.get(attachment_tag(digest, suffix))
+
+    top = plan.manifest_digest
     return SignResult(
-        manifest_digest=plan.manifest_digest,
+        manifest_digest=top,
         identity=plan.identity,
-        signature_manifest=digests[SIG_SUFFIX],
-        tag=attachment_tag(plan.manifest_digest, SIG_SUFFIX),
+        signature_manifest=digests[attachment_tag(top, SIG_SUFFIX)],
+        tag=attachment_tag(top, SIG_SUFFIX),
         key_id=plan.key_id,
-        attestation_manifest=digests.get(ATT_SUFFIX),
+        attestation_manifest=made(top, ATT_SUFFIX),
+        platforms=tuple(
+            PlatformSigned(p, d, digests[attachment_tag(d, SIG_SUFFIX)], made(d, ATT_SUFFIX))
+            for p, d in plan.platforms
+        ),
     )
 
 
@@ -344,15 +393,34 @@ def sign_image(
 ) -> SignResult:
     """Sign the image and, with ``attest``, sign and attach the build's attestations too
     (provenance, SPDX, CycloneDX envelopes in ``out_dir``, default: beside the layout) when
-    they are all there — all or nothing: if any part fails, nothing is written."""
+    they are all there — all or nothing: if any part fails, nothing is written.
+
+    An image index: the index and every platform's manifest are signed, and each platform's
+    attestations (see :func:`_platform_folder`) are attached to its own manifest."""
     from hardflow.supply.provenance import attestation_files, signed_attestations
 
-    folder = out_dir if out_dir is not None else layout_dir.absolute().parent
     envelopes: list[tuple[str, bytes]] = []
-    if attest and all(p.is_file() for p in attestation_files(folder)):
-        digest = image_entry(layout_dir.absolute(), tag).digest
-        signed = signed_attestations(digest, signer(key), key_id(key.public_key()), folder)
-        envelopes = list(zip(map(str, attestation_files(folder)), signed, strict=True))
+    layout = layout_dir.absolute()
+    if attest:
+        entry = image_entry(layout, tag)
+        platforms = index_platforms(layout, entry)
+        folder = out_dir if out_dir is not None else layout.parent
+        wanted = (
+            [(entry.digest, folder)]
+            if platforms is None
+            else [(t.digest, _platform_folder(folder, str(t.platform))) for t in platforms]
+        )
+        if all(p.is_file() for _, f in wanted for p in attestation_files(f)):
+            for digest, f in wanted:
+                signed = signed_attestations(digest, signer(key), key_id(key.public_key()), f)
+                envelopes += zip(map(str, attestation_files(f)), signed, strict=True)
     plan = plan_signing(layout_dir, key, identity, tag, envelopes)
     return _result(plan, write_signing(plan))
 
+
+def _platform_folder(folder: Path, platform: str) -> Path:
+    """A platform's attestations: ``platforms/<os>-<arch>/`` when the build wrote one (every
+    platform but the docker-archive's, see :mod:`hardflow.build.platforms`), else beside
+    the layout."""
+    own = folder / PLATFORMS_DIR / platform.replace("/", "-")
+    return own if own.is_dir() else folder

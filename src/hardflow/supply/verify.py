@@ -38,7 +38,7 @@ from hardflow.oci.attach import (
     read_index,
     verify_blob,
 )
-from hardflow.oci.writer import REF_NAME
+from hardflow.oci.writer import MEDIA_INDEX, MEDIA_MANIFEST, REF_NAME
 from hardflow.supply.dsse import pae
 from hardflow.supply.keys import key_id
 
@@ -206,6 +206,91 @@ def read_manifest(layout_dir: Path, digest: str, size: int | None, what: str) ->
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# image indexes: what is signed (cosign sign --recursive: the index and every manifest)
+
+MANIFEST_MEDIA_TYPES = frozenset(
+    {MEDIA_MANIFEST, "application/vnd.docker.distribution.manifest.v2+json"}
+)
+INDEX_MEDIA_TYPES = frozenset(
+    {MEDIA_INDEX, "application/vnd.docker.distribution.manifest.list.v2+json"}
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One manifest a signature covers: the image (a manifest or an image index), or one
+    platform's manifest of an index (``platform`` says which, e.g. ``linux/arm64``)."""
+
+    digest: str
+    size: int
+    platform: str | None = None
+    is_index: bool = False
+
+    @property
+    def label(self) -> str:
+        """How messages name it: "image manifest", "image index", "platform linux/arm64"."""
+        if self.platform is not None:
+            return f"platform {self.platform}"
+        return "image index" if self.is_index else "image manifest"
+
+
+def _platform_name(value: object, what: str) -> str:
+    doc = as_object(value, what)
+    parts = [
+        as_str(doc.get("os"), f"{what}.os"),
+        as_str(doc.get("architecture"), f"{what}.architecture"),
+    ]
+    variant = doc.get("variant")
+    if variant is not None:
+        parts.append(as_str(variant, f"{what}.variant"))
+    if not all(parts) or any("/" in p for p in parts):
+        raise TrustError(f"{what} is {'/'.join(parts)!r}; expected OS/ARCHITECTURE[/VARIANT]")
+    return "/".join(parts)
+
+
+def index_platforms(layout_dir: Path, entry: ImageEntry) -> tuple[Target, ...] | None:
+    """The platform manifests of the image index ``entry`` names, in its order; None when
+    ``entry`` is a plain image manifest. Every field is checked; a nested index, a manifest
+    without a platform or a platform listed twice is refused."""
+    what = f"{layout_dir}: manifest {entry.digest}"
+    doc = as_object(parse_json(read_blob(layout_dir, entry.digest, entry.size), what), what)
+    if doc.get("mediaType") not in INDEX_MEDIA_TYPES and "manifests" not in doc:
+        return None
+    what = f"{layout_dir}: image index {entry.digest}"
+    listed = as_list(doc.get("manifests"), f"{what}: manifests")
+    if not listed:
+        raise TrustError(f"{what} lists no manifest; expected one per platform")
+    targets: list[Target] = []
+    for i, raw in enumerate(listed):
+        at = f"{what}: manifests[{i}]"
+        desc = _descriptor(raw, at)
+        if desc.media_type not in MANIFEST_MEDIA_TYPES:
+            raise TrustError(
+                f"{at}.mediaType is {desc.media_type!r}; expected an image manifest "
+                f"({MEDIA_MANIFEST}): nested indexes are not supported"
+            )
+        platform = _platform_name(_member(raw, "platform", at), f"{at}.platform")
+        if any(t.platform == platform for t in targets):
+            raise TrustError(f"{at}: platform {platform} is listed twice")
+        targets.append(Target(desc.digest, desc.size, platform))
+    return tuple(targets)
+
+
+def signing_targets(layout_dir: Path, entry: ImageEntry) -> tuple[Target, ...]:
+    """What signing covers: the one manifest, or an index and each platform's manifest
+    (each manifest read and its shape checked)."""
+    platforms = index_platforms(layout_dir, entry)
+    if platforms is None:
+        read_manifest(
+            layout_dir, entry.digest, entry.size, f"{layout_dir}: manifest {entry.digest}"
+        )
+        return (Target(entry.digest, entry.size),)
+    for t in platforms:
+        read_manifest(layout_dir, t.digest, t.size, f"{layout_dir}: {t.label} manifest {t.digest}")
+    return (Target(entry.digest, entry.size, is_index=True), *platforms)
+
+
 def attachment(
     layout_dir: Path, manifest_digest: str, suffix: str
 ) -> tuple[str, list[AttachedLayer]] | None:
@@ -233,8 +318,9 @@ def signed_digests(layout_dir: Path) -> list[str]:
     ]
 
 
-def verify_blobs(layout_dir: Path) -> int:
-    """Every blob's content must hash to its file name; returns how many were checked."""
+def verify_blobs(layout_dir: Path, owners: str = "") -> int:
+    """Every blob's content must hash to its file name; returns how many were checked.
+    ``owners`` is said after the count (which platforms the changed blobs belong to)."""
     checked = blob_digests(layout_dir)
     changed = [
         f"{path.name[:12]}… now hashes to {digest[:19]}…"
@@ -243,8 +329,8 @@ def verify_blobs(layout_dir: Path) -> int:
     ]
     if changed:
         raise TrustError(
-            f"{layout_dir}: {len(changed)} blob(s) were changed after they were written: "
-            + "; ".join(changed[:5]),
+            f"{layout_dir}: {len(changed)} blob(s) were changed after they were written"
+            f"{owners}: " + "; ".join(changed[:5]),
             hint="a layer, config or manifest was modified; rebuild the image",
         )
     return len(checked)
@@ -269,6 +355,24 @@ class AttestationCheck:
 
 
 @dataclass(frozen=True)
+class PlatformReport:
+    """What was checked for one platform's manifest of an image index."""
+
+    platform: str
+    manifest_digest: str
+    signatures: tuple[SignatureCheck, ...]
+    attestations: tuple[AttestationCheck, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "platform": self.platform,
+            "manifest_digest": self.manifest_digest,
+            "signatures": [_signature_json(s) for s in self.signatures],
+            "attestations": [_attestation_json(a) for a in self.attestations],
+        }
+
+
+@dataclass(frozen=True)
 class VerifyReport:
     layout_dir: Path
     manifest_digest: str
@@ -277,6 +381,7 @@ class VerifyReport:
     signatures: tuple[SignatureCheck, ...]
     attestations: tuple[AttestationCheck, ...]
     problems: tuple[str, ...] = field(default_factory=tuple)
+    platforms: tuple[PlatformReport, ...] = ()  # an image index: each platform's manifest
 
     @property
     def ok(self) -> bool:
@@ -289,15 +394,19 @@ class VerifyReport:
             "manifest_digest": self.manifest_digest,
             "key_id": self.key_id,
             "blobs_checked": self.blobs_checked,
-            "signatures": [
-                {"ok": s.ok, "identity": s.identity, "reason": s.reason} for s in self.signatures
-            ],
-            "attestations": [
-                {"ok": a.ok, "predicate_type": a.predicate_type, "reason": a.reason}
-                for a in self.attestations
-            ],
+            "signatures": [_signature_json(s) for s in self.signatures],
+            "attestations": [_attestation_json(a) for a in self.attestations],
             "problems": list(self.problems),
+            **({"platforms": [p.to_json() for p in self.platforms]} if self.platforms else {}),
         }
+
+
+def _signature_json(s: SignatureCheck) -> dict[str, Any]:
+    return {"ok": s.ok, "identity": s.identity, "reason": s.reason}
+
+
+def _attestation_json(a: AttestationCheck) -> dict[str, Any]:
+    return {"ok": a.ok, "predicate_type": a.predicate_type, "reason": a.reason}
 
 
 class VerifyError(TrustError):
@@ -446,31 +555,38 @@ def check_attestation(
     return AttestationCheck(True, st.predicate_type, "ok")
 
 
-def verify_layout(
-    layout_dir: Path,
-    key: ec.EllipticCurvePublicKey,
-    identity: str | None = None,
-    tag: str | None = None,
-) -> VerifyReport:
-    """Check the blobs, the signatures and the attestations; raise :class:`VerifyError` with
-    every reason when the image is not signed by ``key`` (or anything was changed)."""
-    layout_dir = layout_dir.absolute()
-    blobs = verify_blobs(layout_dir)
-    entry = image_entry(layout_dir, tag)
-    manifest = read_manifest(
-        layout_dir, entry.digest, entry.size, f"{layout_dir}: manifest {entry.digest}"
-    )
-    for desc in (manifest.config, *manifest.layers):
-        verify_blob(layout_dir, desc.digest, desc.size)  # streamed: a layer is never held whole
+def _blob_owners(layout_dir: Path, targets: tuple[Target, ...], changed: set[str]) -> str:
+    """ " (platform linux/arm64: its manifest)" — which platforms a changed blob belongs to."""
+    owners: list[str] = []
+    for t in targets:
+        if t.platform is None:
+            continue
+        if t.digest in changed:
+            owners.append(f"{t.label}: its manifest")
+            continue
+        try:
+            manifest = read_manifest(layout_dir, t.digest, t.size, t.label)
+        except TrustError:
+            continue
+        if any(d.digest in changed for d in (manifest.config, *manifest.layers)):
+            owners.append(f"{t.label}: its config or a layer")
+    return f" ({'; '.join(owners)})" if owners else ""
+
+
+def _check_target(
+    layout_dir: Path, key: ec.EllipticCurvePublicKey, target: Target, identity: str | None
+) -> tuple[list[SignatureCheck], list[AttestationCheck], list[str]]:
+    """The signatures and attestations of one manifest, and the problems found."""
+    prefix = f"{target.label}: " if target.platform is not None else ""
     kid = key_id(key)
     problems: list[str] = []
-
-    sig = attachment(layout_dir, entry.digest, SIG_SUFFIX)
+    sig = attachment(layout_dir, target.digest, SIG_SUFFIX)
     checks: list[SignatureCheck] = []
     if sig is None:
         others = signed_digests(layout_dir)
+        kind = "manifest" if target.platform is not None else target.label
         problems.append(
-            f"no signature for the image manifest {entry.digest}"
+            f"{prefix}no signature for the {kind} {target.digest}"
             + (
                 f" (the layout has signatures for {', '.join(others)}: was the image changed "
                 "and re-indexed after signing?)"
@@ -480,38 +596,83 @@ def verify_layout(
         )
     else:
         checks = [
-            check_signature(key, entry.digest, layer.data, layer.annotations, identity)
+            check_signature(key, target.digest, layer.data, layer.annotations, identity)
             for layer in sig[1]
             if layer.media_type == MEDIA_SIMPLESIGNING
         ]
         if not any(c.ok for c in checks):
             reasons = "; ".join(sorted({c.reason for c in checks})) or "no signature layers"
             problems.append(
-                f"none of the {len(checks)} signature(s) of {entry.digest} verifies under "
-                f"key {kid}: {reasons}"
+                f"{prefix}none of the {len(checks)} signature(s) of {target.digest} verifies "
+                f"under key {kid}: {reasons}"
             )
-
-    att = attachment(layout_dir, entry.digest, ATT_SUFFIX)
+    att = attachment(layout_dir, target.digest, ATT_SUFFIX)
     attestations: list[AttestationCheck] = []
     if att is not None:
         attestations = [
-            check_attestation(key, entry.digest, layer.data)
+            check_attestation(key, target.digest, layer.data)
             for layer in att[1]
             if layer.media_type == MEDIA_DSSE
         ]
         problems.extend(
-            f"attestation {a.predicate_type or '?'}: {a.reason}"
+            f"{prefix}attestation {a.predicate_type or '?'}: {a.reason}"
             for a in attestations
             if not a.ok
         )
+    return checks, attestations, problems
+
+
+def verify_layout(
+    layout_dir: Path,
+    key: ec.EllipticCurvePublicKey,
+    identity: str | None = None,
+    tag: str | None = None,
+) -> VerifyReport:
+    """Check the blobs, the signatures and the attestations; raise :class:`VerifyError` with
+    every reason when the image is not signed by ``key`` (or anything was changed).
+
+    An image index needs a valid signature of the index and of every platform's manifest
+    (what ``cosign sign --recursive`` writes, what a ``sigstoreSigned`` policy checks when
+    it copies all platforms); the problems name the platform."""
+    layout_dir = layout_dir.absolute()
+    entry = image_entry(layout_dir, tag)
+    checked = blob_digests(layout_dir)
+    changed = {"sha256:" + p.name for p, d in checked if d != "sha256:" + p.name}
+    targets: tuple[Target, ...] = ()
+    if changed:
+        try:
+            targets = (
+                Target(entry.digest, entry.size),
+                *(index_platforms(layout_dir, entry) or ()),
+            )
+        except TrustError:
+            targets = ()
+        verify_blobs(layout_dir, _blob_owners(layout_dir, targets, changed))
+    targets = signing_targets(layout_dir, entry)
+    for t in targets:
+        if t.is_index:
+            continue
+        manifest = read_manifest(layout_dir, t.digest, t.size, f"{layout_dir}: manifest {t.digest}")
+        for desc in (manifest.config, *manifest.layers):
+            verify_blob(layout_dir, desc.digest, desc.size)  # streamed: never held whole
+    problems: list[str] = []
+    results = []
+    for t in targets:
+        checks, attestations, found = _check_target(layout_dir, key, t, identity)
+        results.append((t, checks, attestations))
+        problems.extend(found)
+    top, signatures, attestations = results[0]
     report = VerifyReport(
         layout_dir=layout_dir,
-        manifest_digest=entry.digest,
-        key_id=kid,
-        blobs_checked=blobs,
-        signatures=tuple(checks),
+        manifest_digest=top.digest,
+        key_id=key_id(key),
+        blobs_checked=len(checked),
+        signatures=tuple(signatures),
         attestations=tuple(attestations),
         problems=tuple(problems),
+        platforms=tuple(
+            PlatformReport(str(t.platform), t.digest, tuple(s), tuple(a)) for t, s, a in results[1:]
+        ),
     )
     if problems:
         raise VerifyError(report)
