@@ -209,6 +209,68 @@ def test_config_maps_of_settings_pass(tmp_path: Path) -> None:
     assert f.level == Level.PASS, details(f)
 
 
+def test_a_token_response_field_name_is_no_secret(tmp_path: Path) -> None:
+    # FAB's OAUTH_PROVIDERS "token_key" names the field of the token response it keeps: each of
+    # the ways a ConfigMap or an environment may write it passes
+    webserver = (
+        'OAUTH_PROVIDERS = [\n    {\n        "name": "oidc",\n'
+        '        "token_key": "access_token",\n        "remote_app": {\n'
+        '            "client_secret": _client_secret(),\n        },\n    }\n]\n'
+        "token_key = 'id_token'\ntoken_secret: oauth_token_secret\n"
+    )
+    fields = json.dumps({"providers": [{"name": "oidc", "token_key": "oauth_token"}]})
+    f = finding(
+        tmp_path,
+        config_map({"webserver_config.py": webserver, "providers.json": fields}),
+        compose({"TOKEN_KEY": "access_token"}),
+    )
+    assert f.level == Level.PASS, details(f)
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ('"token_key": "Qz8-x2vLm9",', "sets token_key: a secret by its name"),  # not a field
+        ('"token_key": "refresh_token_Qz8",', "sets token_key: a secret by its name"),
+        ('"oauth_token_key": "access_token",', "sets oauth_token_key: a secret by its name"),
+        ('"client_secret": "access_token",', "sets client_secret: a secret by its name"),
+        ('"token_secret": "access_token",', "sets token_secret: a secret by its name"),
+        (f'"token_key": "{GITHUB_TOKEN}",', "GitHub token"),  # a real token's format
+    ],
+)
+def test_the_token_field_allowance_is_narrow(tmp_path: Path, line: str, why: str) -> None:
+    f = finding(tmp_path, config_map({"webserver_config.py": f"PROVIDER = {{\n    {line}\n}}\n"}))
+    assert f.level == Level.FATAL
+    assert f"ConfigMap/airflow-config: data.webserver_config.py: {why}" in details(f)
+    env = finding(tmp_path, compose({"TOKEN_KEY": "Qz8-x2vLm9"}))
+    assert details(env) == ["service/airflow: environment TOKEN_KEY: a secret by its name"]
+
+
+def test_the_rendered_oidc_config_passes_and_an_inlined_client_secret_fails(
+    tmp_path: Path,
+) -> None:
+    from hardflow.deploy import oidc
+
+    secret = tmp_path / "client-secret"
+    secret.write_text("cs-7Hq2vLm9xPz\n")
+    settings = oidc.settings(
+        "https://login.example.com/realms/corp", "airflow", secret, ["admins=Admin"]
+    )
+    text = oidc.render_webserver_config(settings)
+    assert '\n        "token_key": "access_token",\n' in text  # on its own line
+    assert finding(tmp_path, config_map({oidc.CONFIG_NAME: text})).level == Level.PASS
+    inlined = text.replace(
+        '"client_secret": _client_secret(),', '"client_secret": "cs-7Hq2vLm9xPz",'
+    )
+    assert inlined != text
+    f = finding(tmp_path, config_map({oidc.CONFIG_NAME: inlined}))
+    assert f.level == Level.FATAL
+    assert details(f) == [
+        f"ConfigMap/airflow-config: data.{oidc.CONFIG_NAME}: sets client_secret: a secret by its "
+        "name"
+    ]
+
+
 def test_skipped_without_workloads_or_config_maps(tmp_path: Path) -> None:
     service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}, "spec": {}}
     assert finding(tmp_path, service).level == Level.SKIP

@@ -16,6 +16,7 @@ its files copied to a private directory, listening on 127.0.0.1 on a port the ke
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -30,8 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 PROVIDER_SOURCE = Path(__file__).parent / "oidc_provider"
-PROVIDER_FILES = ("package.json", "package-lock.json", "provider.mjs")
+PROVIDER_FILES = ("package.json", "package-lock.json")  # what npm ci installs from
+PROVIDER_SCRIPT = "provider.mjs"  # copied afresh into each run's private copy
 NOBODY = 65534
 MIN_NODE = (20, 19)
 
@@ -48,8 +52,36 @@ def node_version() -> tuple[int, int] | None:
         return None
 
 
+def require_node() -> None:
+    """Skip when Node.js or npm is absent (the skip reason says so); fail, not skip, when
+    Node.js is too old for the pinned provider: the CI machine has a recent one."""
+    missing = [name for name in ("node", "npm") if not shutil.which(name)]
+    if missing:
+        pytest.skip(
+            f"{' and '.join(missing)} not installed: the OIDC login test runs panva's "
+            f"oidc-provider (npm ci) and needs Node.js >= {MIN_NODE[0]}.{MIN_NODE[1]} and npm"
+        )
+    version = node_version()
+    if version is None or version < MIN_NODE:
+        pytest.fail(
+            f"Node.js {version and '.'.join(map(str, version))} at {shutil.which('node')}: "
+            f"the pinned oidc-provider needs Node.js >= {MIN_NODE[0]}.{MIN_NODE[1]} (its "
+            "package.json engines); install a newer nodejs on this machine",
+            pytrace=False,
+        )
+
+
+def hardflow_cache() -> Path:
+    """``~/.cache/hardflow`` (``$XDG_CACHE_HOME/hardflow``): the provider's install lives there."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    cache = Path(base) / "hardflow"
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache
+
+
 def install_provider(cache: Path) -> Path:
-    """``npm ci`` of the pinned provider into ``cache`` (once per lock); its directory."""
+    """``npm ci`` of the pinned provider (package-lock.json, integrity checked) into ``cache``,
+    once per lock; npm's own download cache is kept there too. Its directory."""
     digest = hashlib.sha256()
     for name in PROVIDER_FILES:
         digest.update((PROVIDER_SOURCE / name).read_bytes())
@@ -59,10 +91,20 @@ def install_provider(cache: Path) -> Path:
     work = Path(tempfile.mkdtemp(prefix="oidc-install-", dir=cache))
     for name in PROVIDER_FILES:
         shutil.copy2(PROVIDER_SOURCE / name, work / name)
-    subprocess.run(
-        ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
-        cwd=work, check=True, timeout=600, capture_output=True, text=True,
-    )  # fmt: skip
+    cmd = ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error",
+           "--prefer-offline", f"--cache={cache / 'npm'}"]  # fmt: skip
+    try:
+        done = subprocess.run(cmd, cwd=work, timeout=600, capture_output=True, text=True)
+    except subprocess.TimeoutExpired:
+        shutil.rmtree(work, ignore_errors=True)
+        pytest.fail(f"{' '.join(cmd)} in {work}: no answer within 600 s", pytrace=False)
+    if done.returncode != 0:
+        shutil.rmtree(work, ignore_errors=True)
+        pytest.fail(
+            f"{' '.join(cmd)} failed ({done.returncode}) for {PROVIDER_SOURCE}/package-lock.json:"
+            f"\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}",
+            pytrace=False,
+        )
     if target.exists():
         shutil.rmtree(work)
     else:
@@ -131,6 +173,7 @@ def private_home(installed: Path) -> Path:
     home = Path(tempfile.mkdtemp(prefix="oidc-provider-"))
     home.chmod(0o755)
     shutil.copytree(installed, home / "app", symlinks=True)
+    shutil.copy2(PROVIDER_SOURCE / PROVIDER_SCRIPT, home / "app" / PROVIDER_SCRIPT)
     for path in (home / "app", *(home / "app").rglob("*")):
         path.chmod(0o755 if path.is_dir() else 0o644)
     return home / "app"
@@ -238,13 +281,33 @@ def page_text(driver: Any) -> str:
         return ""
 
 
-TRIGGERED = "Dag Run Triggered"  # the UI's toasts (en locale, components.json triggerDag.toaster)
-TRIGGER_FAILED = "Failed to Trigger Dag"
+# The UI's toasts (en locale). The trigger dialog's own (components.json triggerDag.toaster):
+TRIGGERED = "Dag Run Triggered"
+TRIGGER_FAILED = "Failed to Trigger Dag"  # any error but 403
+# On a 403 the dialog shows nothing of its own: the UI's mutation cache shows common.json's
+# errors.forbidden toast instead (the UI's MV() skips 403, its QueryClient's onError shows it).
+ACCESS_DENIED = "Access Denied"
+NO_PERMISSION = "You do not have permission to perform this action."
+TOASTS = (TRIGGERED, TRIGGER_FAILED, ACCESS_DENIED)
+
+# Records which of the words (arguments[0]) the page shows, at every change of the page: a toast
+# lives a few seconds and the UI navigates to the new run on success, so polling may miss it.
+_WATCH = """
+const words = arguments[0];
+window.hfSeen = [];
+const look = () => {
+  const text = document.body ? document.body.textContent : '';
+  for (const w of words) if (text.includes(w) && !window.hfSeen.includes(w)) window.hfSeen.push(w);
+};
+new MutationObserver(look).observe(document, {childList: true, subtree: true, characterData: true});
+"""
 
 
 def ui_trigger(driver: Any, airflow_url: str, dag_id: str) -> str:
     """Trigger ``dag_id`` through the UI's own dialog (the Dag page's Trigger button, then its
-    submit button); the toast it shows: TRIGGERED or TRIGGER_FAILED."""
+    submit button). What it showed: the toasts' words seen (:data:`TOASTS`, :data:`NO_PERMISSION`)
+    one a line, then the page's text (after 60 s without a toast: the page's text alone)."""
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -254,14 +317,13 @@ def ui_trigger(driver: Any, airflow_url: str, dag_id: str) -> str:
     button = (By.CSS_SELECTOR, "[data-testid='trigger-dag-button']")
     wait.until(ec.element_to_be_clickable(button)).click()
     submit = (By.CSS_SELECTOR, "[data-testid='trigger-dag-submit']")
+    driver.execute_script(_WATCH, [*TOASTS, NO_PERMISSION])
     wait.until(ec.element_to_be_clickable(submit)).click()
-    # A 403 did not show TRIGGER_FAILED within 120 s in the first run (09:07 UTC, 2026-11-30):
-    # wait for either toast for 30 s, then report what the page says.
-    try:
-        WebDriverWait(driver, 30).until(
-            lambda d: TRIGGERED in page_text(d) or TRIGGER_FAILED in page_text(d)
+    seen: list[str] = []
+    with contextlib.suppress(TimeoutException):  # then the page's own words are the answer
+        WebDriverWait(driver, 60, poll_frequency=0.2).until(
+            lambda d: any(t in d.execute_script("return window.hfSeen || []") for t in TOASTS)
         )
-    except Exception:  # the page's own words are the answer
-        return page_text(driver)
-    text = page_text(driver)
-    return TRIGGER_FAILED if TRIGGER_FAILED in text else TRIGGERED
+        time.sleep(1)  # the toast's description renders with or just after its title
+        seen = list(driver.execute_script("return window.hfSeen || []"))
+    return "\n".join([*seen, page_text(driver)])

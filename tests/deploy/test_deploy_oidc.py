@@ -289,8 +289,8 @@ def test_login_takes_identity_and_groups_from_the_id_token(
     ns = load_config(oidc.render_webserver_config(make(secret_file)))
     remote = FakeRemote(ISSUER, userinfo={"sub": "u1", "groups": ["admins"]})
     sm = manager(ns, remote)
-    claims = {"iss": ISSUER, "sub": "u1", "preferred_username": "admin", "email": "a@x",
-              "groups": ["viewers", 7]}  # fmt: skip
+    claims = {"iss": ISSUER, "aud": "airflow", "sub": "u1", "preferred_username": "admin",
+              "email": "a@x", "groups": ["viewers", 7]}  # fmt: skip
     info = sm.get_oauth_user_info("oidc", token(claims))
     # keyed on sub, never on a name the user chooses (no take-over of the local "admin")
     assert info["username"] == "oidc_u1"
@@ -303,19 +303,31 @@ def test_login_takes_identity_and_groups_from_the_id_token(
 def test_groups_from_userinfo_when_the_token_has_none(load_config: Any, secret_file: Path) -> None:
     ns = load_config(oidc.render_webserver_config(make(secret_file, groups_claim="roles")))
     remote = FakeRemote(ISSUER, userinfo={"sub": "u2", "roles": "admins"})
-    info = manager(ns, remote).get_oauth_user_info("oidc", token({"iss": ISSUER, "sub": "u2"}))
+    info = manager(ns, remote).get_oauth_user_info(
+        "oidc", token({"iss": ISSUER, "aud": "airflow", "sub": "u2"})
+    )
     assert info["role_keys"] == ["admins"]
     assert remote.userinfo_calls == 1
     other = FakeRemote(ISSUER, userinfo={"sub": "someone-else", "roles": ["admins"]})
     with pytest.raises(ValueError, match="another subject"):
-        manager(ns, other).get_oauth_user_info("oidc", token({"iss": ISSUER, "sub": "u2"}))
+        manager(ns, other).get_oauth_user_info(
+            "oidc", token({"iss": ISSUER, "aud": "airflow", "sub": "u2"})
+        )
 
 
 @pytest.mark.parametrize(
     ("metadata_issuer", "claims", "expected"),
     [
-        ("https://evil.example.com", {"iss": "https://evil.example.com", "sub": "u"}, "issuer"),
-        (ISSUER, {"iss": "https://evil.example.com", "sub": "u"}, "issuer mismatch"),
+        (
+            "https://evil.example.com",
+            {"iss": "https://evil.example.com", "aud": "airflow", "sub": "u"},
+            "issuer",
+        ),
+        (
+            ISSUER,
+            {"iss": "https://evil.example.com", "aud": "airflow", "sub": "u"},
+            "issuer mismatch",
+        ),
         (ISSUER, None, "no validated ID token"),
         (ISSUER, {"iss": ISSUER}, "no validated ID token"),
     ],
@@ -329,10 +341,39 @@ def test_wrong_issuer_or_no_id_token_is_refused(
         sm.get_oauth_user_info("oidc", token(claims))
 
 
+@pytest.mark.parametrize(
+    ("aud", "azp", "refused"),
+    [
+        ("airflow", None, False),
+        (["airflow"], None, False),
+        (["airflow", "api"], "airflow", False),
+        ("other", None, True),
+        (["other"], "airflow", True),  # Authlib lets this one through (aud checked via azp)
+        (["other", "api"], "airflow", True),
+        (["airflow", "api"], None, True),  # several audiences: azp must name the client
+        (["airflow", "api"], "api", True),
+        (None, None, True),
+    ],
+)
+def test_the_audience_must_be_the_client(
+    load_config: Any, secret_file: Path, aud: Any, azp: Any, refused: bool
+) -> None:
+    ns = load_config(oidc.render_webserver_config(make(secret_file)))
+    sm = manager(ns, FakeRemote(ISSUER))
+    claims = {"iss": ISSUER, "sub": "u", "groups": ["admins"], "aud": aud, "azp": azp}
+    if not refused:
+        assert sm.get_oauth_user_info("oidc", token(claims))["username"] == "oidc_u"
+        return
+    with pytest.raises(ValueError, match="audience mismatch"):
+        sm.get_oauth_user_info("oidc", token(claims))
+
+
 def test_user_in_no_mapped_group_is_refused(load_config: Any, secret_file: Path) -> None:
     ns = load_config(oidc.render_webserver_config(make(secret_file)))
     sm = manager(ns, FakeRemote(ISSUER))
-    info = sm.get_oauth_user_info("oidc", token({"iss": ISSUER, "sub": "u3", "groups": ["x"]}))
+    info = sm.get_oauth_user_info(
+        "oidc", token({"iss": ISSUER, "aud": "airflow", "sub": "u3", "groups": ["x"]})
+    )
     assert sm.auth_user_oauth(info) is None
     assert sm.logged_in == []
     assert sm._oauth_calculate_user_roles(info) == []  # and never a default role
@@ -368,6 +409,17 @@ def test_compose_secret_only_in_the_secret_file(secret_file: Path, tmp_path: Pat
         login = name == "api-server"
         assert ("oidc_client_secret" in svc["secrets"]) is login
         assert (env.get(oidc.SECRET_ENV) == "/run/secrets/oidc_client_secret") is login
+
+
+def test_compose_leaves_the_api_base_url_unset(secret_file: Path) -> None:
+    # Unset, FAB sends the browser to "/" after the login ([api] base_url's fallback): the host
+    # and port the browser used, whatever the proxy or --port in front (the OIDC e2e logs in
+    # so). A base_url guessed from --port would send users behind a proxy to 127.0.0.1.
+    for port in (8080, 18080):
+        top = Topology(IMAGES, project="hf", api_port=port, oidc=make(secret_file))
+        for name, svc in render_compose(top)["services"].items():  # type: ignore[attr-defined]
+            env = svc.get("environment", {})
+            assert not [k for k in env if k.endswith("__BASE_URL")], name
 
 
 def test_compose_without_oidc_is_unchanged() -> None:
@@ -406,7 +458,8 @@ def test_oidc_deployments_pass_the_manifest_audit(secret_file: Path, tmp_path: P
     top = Topology(IMAGES, project="hf", oidc=make(secret_file))
     compose = write_compose_project(top, tmp_path / "c", chown=False)
     k8s = write_k8s_project(top, K8sOptions(), tmp_path / "k", podman_play=True)
-    for path in (compose.compose_file, k8s.manifests):
+    write_helm_values(top, K8sOptions(), tmp_path / "h")  # its ConfigMap: webserver_config.py
+    for path in (compose.compose_file, k8s.manifests, tmp_path / "h" / "helm-secrets.yaml"):
         report = audit.audit_manifests([path])
         assert not report.fails(Level.WARN), path
 
@@ -512,3 +565,22 @@ def test_cli_errors(secret_file: Path, tmp_path: Path, args: list[str], expected
     assert isinstance(result.exception, HardflowError), result.output
     assert expected in result.exception.message
     assert not (tmp_path / "o").exists()  # nothing rendered
+
+
+# --------------------------------------------------------------------------- the e2e's guard
+
+
+def test_the_e2e_skips_without_node_and_fails_on_an_old_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import oidc_e2e_helpers as e2e
+
+    monkeypatch.setattr(e2e.shutil, "which", lambda name: None)
+    with pytest.raises(pytest.skip.Exception, match="node and npm not installed"):
+        e2e.require_node()
+    monkeypatch.setattr(e2e.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(e2e, "node_version", lambda: (18, 19))
+    with pytest.raises(pytest.fail.Exception, match=r"Node.js 18.19 .*needs Node.js >= 20.19"):
+        e2e.require_node()
+    monkeypatch.setattr(e2e, "node_version", lambda: (20, 19))
+    e2e.require_node()

@@ -14,7 +14,10 @@ keys, ``scheme://user:password@`` as in an Airflow connection). References are f
 ``valueFrom.secretKeyRef``, names ending in ``_FILE``, ``_CMD``, ``_PATH`` or ``_DIR``, an
 Airflow ``*_SECRET`` option naming a secrets-backend path, Compose ``secrets:``. So are empty
 values and obvious placeholders (``${VAR}``, ``$(VAR)``, ``{{ … }}``, ``<password>``,
-``changeme``). Findings name the variable or key, never the value.
+``changeme``). So is a setting that names a field of an OAuth token response rather than
+holding a token: FAB's ``OAUTH_PROVIDERS`` entry ``"token_key": "access_token"`` (exactly that
+name with one of those field names, see :data:`TOKEN_FIELD_SETTINGS`). Findings name the variable
+or key, never the value.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import binascii
 import json
 import re
 from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from hardflow.audit.image_secrets import ENV_POINTER_SUFFIXES, secret_formats
@@ -60,6 +64,13 @@ _LINE = re.compile(
     r"(?P<value>.*)$"
 )
 _BY_NAME = "a secret by its name"
+# Settings whose value is the name of a field of an OAuth token response, not a token: FAB's
+# OAUTH_PROVIDERS "token_key" (the response field kept as the session's token; FAB's default is
+# "oauth_token") and "token_secret" (OAuth 1). Only these exact names with these exact values.
+TOKEN_FIELD_SETTINGS: Mapping[str, frozenset[str]] = MappingProxyType({
+    "TOKEN_KEY": frozenset({"access_token", "id_token", "oauth_token"}),
+    "TOKEN_SECRET": frozenset({"oauth_token_secret"}),
+})  # fmt: skip
 MAX_SCAN = 1 << 20  # ConfigMap values are at most 1 MiB; a longer one is scanned in part
 MAX_DEPTH = 4  # nesting followed into JSON values
 
@@ -120,12 +131,18 @@ def value_reasons(value: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def is_token_field_name(name: str, value: str) -> bool:
+    """``token_key = "access_token"`` (FAB's OAuth provider entry): the value names a field of
+    the provider's token response; it is no token (:data:`TOKEN_FIELD_SETTINGS`)."""
+    return value.strip() in TOKEN_FIELD_SETTINGS.get(canonical_name(name), frozenset())
+
+
 def assignment_reasons(name: str, value: str) -> list[str]:
     """Why ``name`` set to ``value`` is a secret in plain text ([] when it is not)."""
     if is_placeholder(value):
         return []
     reasons = value_reasons(value)
-    if secret_name(name) and not is_reference(name, value):
+    if secret_name(name) and not is_reference(name, value) and not is_token_field_name(name, value):
         reasons.insert(0, _BY_NAME)
     return reasons
 

@@ -6,10 +6,13 @@ image). :func:`render_webserver_config` writes FAB's ``webserver_config.py`` for
 
 - the provider is found through its discovery document (``server_metadata_url``,
   ``ISSUER/.well-known/openid-configuration``); the authorization code flow with PKCE (S256);
-- Authlib checks the ID token's signature (the provider's JWKS), audience (the client id),
-  expiry and nonce; the rendered security manager also requires the discovery document's
-  ``issuer`` and the token's ``iss`` to equal the configured issuer exactly (OpenID Connect
-  Discovery 4.3: Authlib does not compare them), and refuses a login without a validated ID token;
+- Authlib checks the ID token's signature (the provider's JWKS), expiry, nonce, ``iss`` against
+  the discovery document and ``azp``; the rendered security manager also requires the discovery
+  document's ``issuer`` and the token's ``iss`` to equal the configured issuer exactly (OpenID
+  Connect Discovery 4.3: Authlib does not compare them), the token's ``aud`` to contain the
+  client id, and ``azp`` when it names several audiences (OpenID Connect Core 3.1.3.7: Authlib
+  checks ``aud`` only through ``azp``, so ``aud: [other], azp: client`` would pass it), and it
+  refuses a login without a validated ID token;
 - the user is keyed on the token's ``sub`` (``oidc_<sub>``, the only stable identifier OpenID
   Connect promises), never on a name the user may choose, so no IdP account can take over a
   local user such as the break-glass admin;
@@ -274,6 +277,7 @@ log = logging.getLogger(__name__)
 
 OIDC_ISSUER = {issuer!r}
 OIDC_PROVIDER = {provider!r}
+OIDC_CLIENT_ID = {client_id!r}
 OIDC_GROUPS_CLAIM = {groups_claim!r}
 OIDC_SECRET_VARIABLE_NAME = {secret_env!r}
 
@@ -310,6 +314,13 @@ class OidcSecurityManager(FabAirflowSecurityManagerOverride):
         if metadata_issuer != OIDC_ISSUER or claims.get("iss") != OIDC_ISSUER:
             raise ValueError(f"issuer mismatch: configured {{OIDC_ISSUER!r}}, discovery "
                              f"document {{metadata_issuer!r}}, ID token {{claims.get('iss')!r}}")
+        audience = claims.get("aud")
+        audiences = [audience] if isinstance(audience, str) else list(audience or [])
+        if OIDC_CLIENT_ID not in audiences or (
+            len(audiences) > 1 and claims.get("azp") != OIDC_CLIENT_ID
+        ):
+            raise ValueError(f"audience mismatch: the ID token is for {{audiences!r}} (azp "
+                             f"{{claims.get('azp')!r}}), expected {{OIDC_CLIENT_ID!r}}")
         claims = dict(claims)
         if OIDC_GROUPS_CLAIM not in claims and remote.server_metadata.get("userinfo_endpoint"):
             extra = remote.userinfo(token=resp)
@@ -351,12 +362,14 @@ AUTH_USER_REGISTRATION_ROLE = None
 AUTH_ROLES_SYNC_AT_LOGIN = True
 AUTH_ROLES_MAPPING = {role_map!r}
 
-# token_key: the field of the token response FAB keeps as the session's token (a field name)
 OAUTH_PROVIDERS = [
     {{
-        "name": OIDC_PROVIDER, "icon": "fa-openid", "token_key": "access_token",
+        "name": OIDC_PROVIDER,
+        "icon": "fa-openid",
+        # the field of the provider's token response FAB keeps as the session's token
+        "token_key": "access_token",
         "remote_app": {{
-            "client_id": {client_id!r},
+            "client_id": OIDC_CLIENT_ID,
             "client_secret": _client_secret(),
             "server_metadata_url": {discovery_url!r},
             "client_kwargs": {{"scope": {scope!r}, "code_challenge_method": "S256"}},

@@ -9,10 +9,17 @@
 //   key_file       the signing key (a private RSA JWK): created once, kept across restarts
 //   mode           "normal" | "wrong-issuer" (the discovery document and the tokens name
 //                  another issuer) | "expired" (ID tokens expire 9 minutes before they arrive:
-//                  the clock the tokens are stamped with runs 10 minutes late)
+//                  the clock the tokens are stamped with runs 10 minutes late) | the ID token
+//                  of the token response re-signed: "resigned" (the same claims, the real key:
+//                  the control), "other-audience" (aud names another client only, azp names
+//                  this one: what Authlib alone lets through; the real key),
+//                  "forged-signature" (the same claims, another key under the real key's kid;
+//                  the JWKS still publishes the real key)
 //   port           0 for one the kernel chooses; the bound port is printed as {"port": N}
 // Logins check the password (no development interactions); consent is implied for the client.
-import { generateKeyPairSync, randomBytes, timingSafeEqual } from 'node:crypto';
+import {
+  createPrivateKey, generateKeyPairSync, randomBytes, sign, timingSafeEqual,
+} from 'node:crypto';
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { createServer } from 'node:http';
 import Provider from 'oidc-provider';
@@ -38,6 +45,51 @@ function signingKey() {
     writeFileSync(settings.key_file, JSON.stringify(jwk), { mode: 0o600 });
   }
   return JSON.parse(readFileSync(settings.key_file, 'utf8'));
+}
+
+const RESIGNED = new Set(['resigned', 'other-audience', 'forged-signature']);
+
+// The ID token re-signed (RS256 by hand: node:crypto alone) as the mode asks.
+function resign(idToken) {
+  const [head, body] = idToken.split('.');
+  const header = JSON.parse(Buffer.from(head, 'base64url').toString('utf8'));
+  const claims = JSON.parse(Buffer.from(body, 'base64url').toString('utf8'));
+  if (mode === 'other-audience') {
+    claims.aud = [`${settings.client_id}-other`];
+    claims.azp = settings.client_id;
+  }
+  let jwk = signingKey();
+  if (mode === 'forged-signature') {
+    const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    jwk = { ...privateKey.export({ format: 'jwk' }), kid: jwk.kid };
+  }
+  const input = `${Buffer.from(JSON.stringify({ ...header, alg: 'RS256', kid: jwk.kid })).toString('base64url')}`
+    + `.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`;
+  const key = createPrivateKey({ key: { kty: jwk.kty, n: jwk.n, e: jwk.e, d: jwk.d, p: jwk.p,
+    q: jwk.q, dp: jwk.dp, dq: jwk.dq, qi: jwk.qi }, format: 'jwk' });
+  return `${input}.${sign('sha256', Buffer.from(input), key).toString('base64url')}`;
+}
+
+// The token endpoint's JSON answer with its id_token re-signed (before any header is sent).
+function resignTokenResponse(res) {
+  const chunks = [];
+  const write = res.write.bind(res);
+  const end = res.end.bind(res);
+  res.write = (chunk) => { chunks.push(Buffer.from(chunk)); return true; };
+  res.end = (chunk) => {
+    if (chunk) chunks.push(Buffer.from(chunk));
+    let out = Buffer.concat(chunks);
+    try {
+      const answer = JSON.parse(out.toString('utf8'));
+      if (answer.id_token) {
+        answer.id_token = resign(answer.id_token);
+        out = Buffer.from(JSON.stringify(answer));
+      }
+    } catch { /* not JSON: an error answer, passed on as it is */ }
+    if (!res.headersSent) res.setHeader('content-length', out.length);
+    write(out);
+    return end();
+  };
 }
 
 function sameText(a, b) {
@@ -124,6 +176,9 @@ server.listen(settings.port || 0, '127.0.0.1', () => {
   server.on('request', async (req, res) => {
     const match = /^\/interaction\/([\w-]+)(\/login)?$/.exec(req.url.split('?')[0]);
     if (!match) {
+      if (RESIGNED.has(mode) && req.method === 'POST' && req.url.split('?')[0] === '/token') {
+        resignTokenResponse(res);
+      }
       callback(req, res);
       return;
     }
