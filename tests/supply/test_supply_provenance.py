@@ -184,6 +184,14 @@ def test_attest_signs_and_attaches(world: SbomWorld) -> None:  # noqa: F811
     sign.sign_layout(layout, key)
     attest(layout, sign.signer(key))
     report = sign.verify_layout(layout, key.public_key())
+    # as cosign stores them: each layer has the (empty) signature annotation besides the type,
+    # without which `cosign verify-attestation` finds no attestation
+    from hardflow.oci.attach import ATT_SUFFIX, SIGNATURE_ANNOTATION
+    from hardflow.supply.verify import attachment
+
+    stored = attachment(layout, result.image.manifest_digest, ATT_SUFFIX)
+    assert stored is not None and len(stored[1]) == 3
+    assert all(layer.annotations.get(SIGNATURE_ANNOTATION) == "" for layer in stored[1])
     assert report.ok, report.problems
     assert sorted(a.predicate_type for a in report.attestations if a.ok) == sorted(
         [SLSA_PROVENANCE, "https://spdx.dev/Document", "https://cyclonedx.org/bom"]

@@ -411,7 +411,10 @@ def attach_attestations(layout_dir: Path, manifest_digest: str, envelopes: Seque
     one of the same predicate type. Returns the digest of the ``sha256-<hex>.att`` manifest.
     """
     layers = [
-        AttachedLayer(MEDIA_DSSE, env, {PREDICATE_ANNOTATION: predicate_type(env)})
+        # cosign verify-attestation wants the (empty) signature annotation on each layer too
+        AttachedLayer(
+            MEDIA_DSSE, env, {PREDICATE_ANNOTATION: predicate_type(env), SIGNATURE_ANNOTATION: ""}
+        )
         for env in envelopes
     ]
     return attach(layout_dir, manifest_digest, ATT_SUFFIX, layers, merge_by_predicate)
