@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from hardflow.build.pipeline import BuildOptions, BuildResult, build
+from hardflow.build.platforms import build_image
 from hardflow.lock.fetch import Cache
 from hardflow.lock.model import read_lock
 from hardflow.run.engine import Engine
@@ -36,6 +37,17 @@ def default_build(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
 
 
 @pytest.fixture(scope="session")
+def multiplatform_build(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
+    """The embedded ``airflow-multiplatform`` spec (linux/amd64 + linux/arm64) built from the
+    real archives once per session: an OCI image index, no docker-archive. Every layer is made
+    anew (no layer cache), so its digests prove what a fresh machine's build gives."""
+    spec, lock_path = resolve_spec_arg("airflow-multiplatform")
+    out = tmp_path_factory.mktemp("build-multi") / "out"
+    options = BuildOptions(out_dir=out, cache=Cache(), docker_archive=False, layer_cache=False)
+    return build_image(spec, read_lock(lock_path), lock_path, options)
+
+
+@pytest.fixture(scope="session")
 def loaded_image(podman: Engine, tmp_path_factory: pytest.TempPathFactory) -> LoadedImage:
     """``loaded_image(spec_name)``: the reference of that embedded spec's image in podman,
     built and loaded unless podman already holds a build of the current spec."""
@@ -48,3 +60,21 @@ def loaded_image(podman: Engine, tmp_path_factory: pytest.TempPathFactory) -> Lo
         return refs[spec_name]
 
     return load
+
+
+MULTIPLATFORM_FILE = "e2e/test_multiplatform_image.py"
+LAST = "test_arm64_import_everything_under_qemu"
+START = "test_arm64_import_everything_starts_under_qemu"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The multi-platform e2e first (its build, and the arm64 import-everything run that
+    starts in the background), that run's verdict last: the 13+ minutes it needs under qemu
+    overlap the rest of the session instead of adding to it."""
+    first = [i for i in items if MULTIPLATFORM_FILE in i.nodeid and i.name != LAST]
+    first.sort(key=lambda i: i.name != START)  # the background run as soon as possible
+    last = [i for i in items if MULTIPLATFORM_FILE in i.nodeid and i.name == LAST]
+    if not last:
+        return
+    rest = [i for i in items if MULTIPLATFORM_FILE not in i.nodeid]
+    items[:] = first + rest + last

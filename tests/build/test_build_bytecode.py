@@ -75,3 +75,30 @@ def test_host_architecture_is_a_debian_name(monkeypatch: pytest.MonkeyPatch) -> 
     for machine, arch in (("x86_64", "amd64"), ("aarch64", "arm64"), ("riscv64", "riscv64")):
         monkeypatch.setattr(platform, "machine", lambda m=machine: m)
         assert host_architecture() == arch
+
+
+def test_the_compilers_run_under_a_fixed_umask(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The image's interpreter makes .pyc files and __pycache__ folders under its umask: a
+    builder's umask 002 or 077 must not change their modes (and so the layer digests)."""
+    import subprocess
+
+    from hardflow.build import bytecode
+    from hardflow.spec import resolve_spec_arg
+
+    seen: list[object] = []
+
+    class Done:
+        returncode = 0
+
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            seen.append(kwargs.get("umask"))
+
+        def communicate(self, data: str) -> tuple[str, str]:
+            return "", ""
+
+    monkeypatch.setattr(subprocess, "Popen", Done)
+    spec = resolve_spec_arg("default")[0]
+    bytecode.chroot_compiler(tmp_path, [("usr/lib/a.py", "/usr/lib/a.py")], spec)
+    assert seen == [0o022]

@@ -80,6 +80,9 @@ def chroot_compiler(root: Path, jobs_: Sequence[CompileJob], spec: ImageSpec) ->
             p = subprocess.Popen(
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 env=env, text=True,
+                # the .pyc files and __pycache__ folders are made under the compilers' umask:
+                # fixed, or a builder's umask 002 or 077 gives other modes, other digests
+                umask=0o022,
             )  # fmt: skip
             procs.append((p, "".join(f"/{src}\t{shown}\n" for src, shown in chunk)))
         results = [p.communicate(data) for p, data in procs]

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
+import zlib
+from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import zstandard
 
 from hardflow import __version__
 from hardflow.errors import BuildError, TrustError
@@ -99,11 +104,40 @@ def resolved_dependencies(lock: Lock, distro: str) -> list[dict[str, Any]]:
     return deps
 
 
+def builder_versions() -> dict[str, str]:
+    """What the image's bytes depend on besides the lock, the spec and hardflow's own source:
+    zlib compresses gzip layers (the library loaded at run time: Debian 12's on the README's
+    machines), libzstd (bundled in the zstandard wheel) zstd layers, ``installer`` writes the
+    installed wheels' files. The Python running the builder is recorded too (the layers are
+    written by hand, not with its tarfile)."""
+    return {
+        "hardflow": __version__,
+        "python": platform.python_version(),
+        "zlib": zlib.ZLIB_RUNTIME_VERSION,
+        "libzstd": ".".join(str(n) for n in zstandard.ZSTD_VERSION),
+        "zstandard": metadata.version("zstandard"),
+        "installer": metadata.version("installer"),
+    }
+
+
+def build_umask() -> str:
+    """The builder's umask (octal), read without changing it: the image's interpreter
+    compiles ``.pyc`` files (and makes their ``__pycache__`` folders) under it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return line.split()[1]
+    except (OSError, IndexError):
+        pass
+    return "unknown"
+
+
 def provenance_predicate(
     spec: ImageSpec, lock: Lock, source_date_epoch: int, distro: str
 ) -> dict[str, Any]:
     """A SLSA v1 provenance predicate. No timestamps of the build run and no host paths:
-    the same inputs give the same predicate on any machine."""
+    the same inputs and builder versions (:func:`builder_versions`) and umask give the same
+    predicate on any machine."""
     return {
         "buildDefinition": {
             "buildType": BUILD_TYPE,
@@ -123,6 +157,7 @@ def provenance_predicate(
             "internalParameters": {
                 "architecture": spec.debian.architecture,
                 "python": spec.python.version,
+                "umask": build_umask(),
                 "debianSuites": [
                     {"name": s.name, "date": s.date}
                     for s in sorted(lock.suites, key=lambda s: s.name)
@@ -131,7 +166,7 @@ def provenance_predicate(
             "resolvedDependencies": resolved_dependencies(lock, distro),
         },
         "runDetails": {
-            "builder": {"id": BUILDER_ID, "version": {"hardflow": __version__}},
+            "builder": {"id": BUILDER_ID, "version": builder_versions()},
         },
     }
 
