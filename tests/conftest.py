@@ -61,20 +61,3 @@ def loaded_image(podman: Engine, tmp_path_factory: pytest.TempPathFactory) -> Lo
 
     return load
 
-
-MULTIPLATFORM_FILE = "e2e/test_multiplatform_image.py"
-LAST = "test_arm64_import_everything_under_qemu"
-START = "test_arm64_import_everything_starts_under_qemu"
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The multi-platform e2e first (its build, and the arm64 import-everything run that
-    starts in the background), that run's verdict last: the 13+ minutes it needs under qemu
-    overlap the rest of the session instead of adding to it."""
-    first = [i for i in items if MULTIPLATFORM_FILE in i.nodeid and i.name != LAST]
-    first.sort(key=lambda i: i.name != START)  # the background run as soon as possible
-    last = [i for i in items if MULTIPLATFORM_FILE in i.nodeid and i.name == LAST]
-    if not last:
-        return
-    rest = [i for i in items if MULTIPLATFORM_FILE not in i.nodeid]
-    items[:] = first + rest + last

@@ -7,6 +7,11 @@ naming a top-level module that no installed distribution provides) is counted, n
 those are extras the requirement set did not ask for. Everything else fails, and so does a
 missing shared object (``OSError``/``ImportError`` mentioning ``.so``).
 
+``--extensions``: only the modules that are compiled extensions (``.so``), each imported
+with the package around it: what differs between the image's platforms (the pure-Python
+modules are the same files on every platform). ``IMPORT_EVERYTHING_TIMEOUT``: seconds one
+import may take (default 60; an emulated interpreter needs more).
+
 Prints one JSON object on stdout.
 """
 
@@ -15,6 +20,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata as md
 import json
+import os
 import signal
 import sys
 import warnings
@@ -49,6 +55,9 @@ SKIP: dict[str, str] = {
         "Airflow 3.3.2 itself: imports a helper that its own airflow.utils.helpers no longer has"
     ),
 }
+# --extensions: a package that must be imported before a distribution's compiled modules (as
+# everything that uses them does), else the extension refuses to load
+BEFORE_EXTENSIONS: dict[str, str] = {"psycopg-binary": "psycopg"}
 SKIP_PARTS = {"tests", "test", "testing", "_pytest", "conftest", "__main__", "e2e_test"}
 
 
@@ -59,11 +68,12 @@ def skipped_name(parts: list[str]) -> bool:
     )
 
 
-def modules_of(dist: md.Distribution) -> list[str]:
+def modules_of(dist: md.Distribution, extensions: bool = False) -> list[str]:
     names = set()
+    suffixes = (".so",) if extensions else (".py", ".so")
     for f in dist.files or ():
         p = PurePosixPath(str(f))
-        if p.suffix not in (".py", ".so") or ".." in p.parts or p.parts[0].endswith(
+        if p.suffix not in suffixes or ".." in p.parts or p.parts[0].endswith(
             (".dist-info", ".data")
         ):
             continue
@@ -96,11 +106,15 @@ class Timeout(Exception):
     pass
 
 
+TIMEOUT = int(os.environ.get("IMPORT_EVERYTHING_TIMEOUT", "60"))
+
+
 def _alarm(signum: int, frame: object) -> None:
-    raise Timeout("import took longer than 60 s")
+    raise Timeout(f"import took longer than {TIMEOUT} s")
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    extensions = "--extensions" in argv[1:]
     warnings.simplefilter("ignore")
     signal.signal(signal.SIGALRM, _alarm)
     provided = provided_modules()
@@ -110,8 +124,11 @@ def main() -> int:
     failures: dict[str, str] = {}
     dists = sorted(md.distributions(), key=lambda d: d.metadata["Name"].lower())
     for dist in dists:
-        for mod in modules_of(dist):
-            signal.alarm(60)
+        first = BEFORE_EXTENSIONS.get(dist.metadata["Name"].lower()) if extensions else None
+        if first:
+            importlib.import_module(first)
+        for mod in modules_of(dist, extensions):
+            signal.alarm(TIMEOUT)
             try:
                 importlib.import_module(mod)
                 imported += 1
@@ -134,6 +151,7 @@ def main() -> int:
             finally:
                 signal.alarm(0)
     result["skipped"] = SKIP
+    result["extensions_only"] = extensions
     result["distributions"] = len(dists)
     result["imported"] = imported
     result["optional"] = optional
@@ -143,4 +161,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv))
