@@ -16,7 +16,6 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -89,18 +88,6 @@ class Registry:
     def tags(self, repo: str) -> list[str]:
         with urllib.request.urlopen(f"http://{self.host}/v2/{repo}/tags/list", timeout=10) as r:
             return sorted(json.loads(r.read())["tags"])
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    for tool in ("docker-registry", "skopeo"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed (apt-get install docker-registry skopeo)")
-    reg = Registry(tmp_path)
-    try:
-        yield reg
-    finally:
-        reg.stop()
 
 
 def test_plan_names_every_attachment_of_the_image(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ import json
 import shutil
 import subprocess
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,18 +46,6 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
 @pytest.fixture
 def layout(built: BuildResult, tmp_path: Path) -> Path:
     return Path(shutil.copytree(built.image.layout_dir, tmp_path / "oci"))
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    for tool in ("docker-registry", "skopeo"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed (apt-get install docker-registry skopeo)")
-    reg = Registry(tmp_path)
-    try:
-        yield reg
-    finally:
-        reg.stop()
 
 
 def fetch(registry: Registry, repo: str, ref: str, accept: str) -> tuple[str, bytes]:
