@@ -12,19 +12,30 @@ with the package around it: what differs between the image's platforms (the pure
 modules are the same files on every platform). ``IMPORT_EVERYTHING_TIMEOUT``: seconds one
 import may take (default 60; an emulated interpreter needs more).
 
+``--workers N``: the modules split into N contiguous shares, each imported by a child forked
+after the parent imported ``WARM`` (what most distributions import anyway) and froze its
+heap. Under qemu-user this is what makes the whole run affordable: a forked child inherits
+the emulator's translated code along with the parent's memory, so the shared base is
+translated and imported once, and the children run on every core. A child that dies (a
+crashing extension) fails the module it was importing.
+
 Prints one JSON object on stdout.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import importlib
 import importlib.metadata as md
 import json
 import os
 import signal
 import sys
+import tempfile
 import warnings
 from pathlib import PurePosixPath
+from typing import Any
 
 # Modules that cannot be imported in this image on purpose, each with its reason.
 SKIP: dict[str, str] = {
@@ -113,49 +124,125 @@ def _alarm(signum: int, frame: object) -> None:
     raise Timeout(f"import took longer than {TIMEOUT} s")
 
 
-def main(argv: list[str]) -> int:
-    extensions = "--extensions" in argv[1:]
-    warnings.simplefilter("ignore")
-    signal.signal(signal.SIGALRM, _alarm)
-    provided = provided_modules()
-    result: dict[str, object] = {}
+Entry = tuple[str, str]  # (distribution name, module)
+
+
+def entries(extensions: bool) -> tuple[int, list[Entry]]:
+    dists = sorted(md.distributions(), key=lambda d: d.metadata["Name"].lower())
+    todo = [(d.metadata["Name"].lower(), m) for d in dists for m in modules_of(d, extensions)]
+    return len(dists), todo
+
+
+def import_all(todo: list[Entry], provided: set[str], extensions: bool,
+               progress: str | None = None) -> dict[str, object]:  # fmt: skip
+    """Import each module; ``progress``: a file that names the module being imported, so
+    that the parent can name it if this process dies."""
     imported = 0
     optional: dict[str, str] = {}
     failures: dict[str, str] = {}
-    dists = sorted(md.distributions(), key=lambda d: d.metadata["Name"].lower())
-    for dist in dists:
-        first = BEFORE_EXTENSIONS.get(dist.metadata["Name"].lower()) if extensions else None
-        if first:
+    seen: set[str] = set()
+    for dist, mod in todo:
+        first = BEFORE_EXTENSIONS.get(dist) if extensions else None
+        if first and dist not in seen:
             importlib.import_module(first)
-        for mod in modules_of(dist, extensions):
-            signal.alarm(TIMEOUT)
-            try:
-                importlib.import_module(mod)
-                imported += 1
-            except ModuleNotFoundError as exc:
-                missing = exc.name or ""
-                if missing and missing not in provided:
-                    optional[mod] = f"optional dependency {missing} not installed"
-                else:
-                    failures[mod] = f"{type(exc).__name__}: {exc}"
-            except (Timeout, KeyboardInterrupt) as exc:
+        seen.add(dist)
+        if progress:
+            with open(progress, "w") as fh:
+                fh.write(mod)
+        signal.alarm(TIMEOUT)
+        try:
+            importlib.import_module(mod)
+            imported += 1
+        except ModuleNotFoundError as exc:
+            missing = exc.name or ""
+            if missing and missing not in provided:
+                optional[mod] = f"optional dependency {missing} not installed"
+            else:
                 failures[mod] = f"{type(exc).__name__}: {exc}"
-            except BaseException as exc:
-                text = f"{type(exc).__name__}: {exc}"
-                if ".so" in text or isinstance(exc, (OSError, ImportError, SystemExit)):
-                    failures[mod] = text
-                else:
-                    # a library refusing to import without configuration (e.g. a provider
-                    # asking for a missing setting) is a logic error, not a missing file
-                    optional[mod] = text[:300]
+        except (Timeout, KeyboardInterrupt) as exc:
+            failures[mod] = f"{type(exc).__name__}: {exc}"
+        except BaseException as exc:
+            text = f"{type(exc).__name__}: {exc}"
+            if ".so" in text or isinstance(exc, (OSError, ImportError, SystemExit)):
+                failures[mod] = text
+            else:
+                # a library refusing to import without configuration (e.g. a provider
+                # asking for a missing setting) is a logic error, not a missing file
+                optional[mod] = text[:300]
+        finally:
+            signal.alarm(0)
+    return {"imported": imported, "optional": optional, "failures": failures}
+
+
+# imported by the parent before --workers forks: the base nearly every distribution pulls in
+WARM = ("airflow", "airflow.models", "sqlalchemy.orm", "pydantic", "fastapi", "flask")
+
+
+def forked(todo: list[Entry], provided: set[str], extensions: bool, workers: int,
+           scratch: str) -> dict[str, object]:  # fmt: skip
+    for name in WARM:
+        with contextlib.suppress(Exception):  # the children import it again and report it
+            importlib.import_module(name)
+    gc.collect()
+    gc.freeze()  # the children's collections skip the shared base
+    size = -(-len(todo) // workers)
+    children: dict[int, tuple[str, str]] = {}
+    for i in range(workers):
+        share = todo[i * size : (i + 1) * size]
+        out, progress = f"{scratch}/share-{i}.json", f"{scratch}/share-{i}.progress"
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: import its share, write its report, leave at once
+            code = 1
+            try:
+                mine = import_all(share, provided, extensions, progress)
+                with open(out + ".part", "w") as fh:
+                    json.dump(mine, fh)
+                os.replace(out + ".part", out)
+                code = 0
             finally:
-                signal.alarm(0)
+                os._exit(code)
+        children[pid] = (out, progress)
+    imported = 0
+    optional: dict[str, str] = {}
+    failures: dict[str, str] = {}
+    for pid, (out, progress) in children.items():
+        _, status = os.waitpid(pid, 0)
+        report: dict[str, Any]
+        if os.path.exists(out):
+            with open(out) as fh:
+                report = json.load(fh)
+        else:
+            last = "(before any module)"
+            if os.path.exists(progress):
+                with open(progress) as fh:
+                    last = fh.read()
+            died = f"the importing process died: wait status {status}"
+            report = {"imported": 0, "optional": {}, "failures": {last: died}}
+        imported += int(report["imported"])
+        optional.update(report["optional"])
+        failures.update(report["failures"])
+    merged: dict[str, object] = {"imported": imported, "optional": optional, "failures": failures}
+    return merged
+
+
+def main(argv: list[str]) -> int:
+    args = argv[1:]
+    extensions = "--extensions" in args
+    workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
+    warnings.simplefilter("ignore")
+    signal.signal(signal.SIGALRM, _alarm)
+    provided = provided_modules()
+    count, todo = entries(extensions)
+    if workers > 1:
+        with tempfile.TemporaryDirectory(prefix="import-everything-") as scratch:
+            result = forked(todo, provided, extensions, workers, scratch)
+    else:
+        result = import_all(todo, provided, extensions)
     result["skipped"] = SKIP
     result["extensions_only"] = extensions
-    result["distributions"] = len(dists)
-    result["imported"] = imported
-    result["optional"] = optional
-    result["failures"] = failures
+    result["distributions"] = count
+    result["workers"] = workers
     sys.stdout.write("\n" + json.dumps(result) + "\n")
     return 0
 

@@ -139,7 +139,7 @@ def test_config(built: BuildResult) -> None:
 def test_import_everything(image_ref: str) -> None:
     r = run_in_image(
         image_ref,
-        ["/tmp/ie/import_everything.py"],
+        ["/tmp/ie/import_everything.py", "--workers", "2"],
         extra=(
             "--entrypoint", "/usr/bin/python3.13",
             "-e", "AIRFLOW_HOME=/tmp/airflow",

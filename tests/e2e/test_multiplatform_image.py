@@ -129,8 +129,9 @@ def test_arm64_extension_modules_import_under_qemu(arm64_root: Path, tmp_path: P
     "every module natively)",
 )
 def test_arm64_import_everything_under_qemu(arm64_root: Path, tmp_path: Path) -> None:
-    """The default image's whole import-everything check, run by the arm64 interpreter."""
-    report = _import_everything(arm64_root, tmp_path)
+    """The default image's whole import-everything check, run by the arm64 interpreter: one
+    forked child per core after a shared warm-up (see import_everything.py's ``--workers``)."""
+    report = _import_everything(arm64_root, tmp_path, "--workers", str(os.cpu_count() or 1))
     assert isinstance(report["imported"], int) and report["imported"] > 5000
     assert isinstance(report["distributions"], int) and report["distributions"] > 100
 
