@@ -12,7 +12,7 @@ with the package around it: what differs between the image's platforms (the pure
 modules are the same files on every platform). ``IMPORT_EVERYTHING_TIMEOUT``: seconds one
 import may take (default 60; an emulated interpreter needs more).
 
-``--workers N``: the modules split into N contiguous shares, each imported by a child forked
+``--workers N``: the modules dealt out to N shares in blocks, each imported by a child forked
 after the parent imported ``WARM`` (what most distributions import anyway) and froze its
 heap. Under qemu-user this is what makes the whole run affordable: a forked child inherits
 the emulator's translated code along with the parent's memory, so the shared base is
@@ -128,9 +128,10 @@ Entry = tuple[str, str]  # (distribution name, module)
 
 
 def entries(extensions: bool) -> tuple[int, list[Entry]]:
-    dists = sorted(md.distributions(), key=lambda d: d.metadata["Name"].lower())
-    todo = [(d.metadata["Name"].lower(), m) for d in dists for m in modules_of(d, extensions)]
-    return len(dists), todo
+    # each ``metadata`` parses the METADATA file again: read every name once
+    named = sorted((d.metadata["Name"].lower(), i, d) for i, d in enumerate(md.distributions()))
+    todo = [(name, m) for name, _, d in named for m in modules_of(d, extensions)]
+    return len(named), todo
 
 
 def import_all(todo: list[Entry], provided: set[str], extensions: bool,
@@ -174,6 +175,7 @@ def import_all(todo: list[Entry], provided: set[str], extensions: bool,
     return {"imported": imported, "optional": optional, "failures": failures}
 
 
+BLOCK = 40  # modules a child takes at a time
 # imported by the parent before --workers forks: the base nearly every distribution pulls in
 WARM = ("airflow", "airflow.models", "sqlalchemy.orm", "pydantic", "fastapi", "flask")
 
@@ -185,10 +187,12 @@ def forked(todo: list[Entry], provided: set[str], extensions: bool, workers: int
             importlib.import_module(name)
     gc.collect()
     gc.freeze()  # the children's collections skip the shared base
-    size = -(-len(todo) // workers)
+    # blocks of neighbouring modules dealt out in turn: a package's modules mostly stay in one
+    # child, and the heavy distributions (Airflow's core and providers) are split between them
+    blocks = [todo[i : i + BLOCK] for i in range(0, len(todo), BLOCK)]
     children: dict[int, tuple[str, str]] = {}
     for i in range(workers):
-        share = todo[i * size : (i + 1) * size]
+        share = [entry for block in blocks[i::workers] for entry in block]
         out, progress = f"{scratch}/share-{i}.json", f"{scratch}/share-{i}.progress"
         sys.stdout.flush()
         pid = os.fork()
