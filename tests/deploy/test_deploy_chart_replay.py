@@ -367,8 +367,8 @@ def _rc(*args: str, timeout: float = 120) -> tuple[int, str]:
     return done.returncode, (done.stdout + done.stderr).strip()
 
 
-def _tail(name: str, lines: int = 25) -> str:
-    return _rc("logs", "--tail", str(lines), name)[1]
+def _tail(name: str) -> str:
+    return _rc("logs", "--tail", "25", name)[1]
 
 
 def _write_config(rp: Replay) -> Path:
@@ -642,13 +642,14 @@ def _stop(rp: Replay, cname: str) -> Outcome:
     _, code = _rc("inspect", cname, "--format", "{{.State.ExitCode}}")
     ok = code.strip() in ("0", "143") and took < grace + 5
     detail = f"exit {code.strip()} after {took:.1f}s (grace {grace}s)"
-    race = None if ok else upstream_race(_rc("logs", "--tail", "400", cname)[1])
+    log = "" if ok else _rc("logs", "--tail", "400", cname)[1]
+    race = upstream_race(log) if log else None
     if race:
         # the image delivered the signal and Airflow received it; what failed is Airflow's
         print(f"{cname}: {detail}: a known Airflow race, not the image's: {race}")
         ok, detail = True, f"{detail}; known Airflow race: {race}"
     elif not ok:
-        detail += f"\n{_tail(cname, 80)}"  # a whole traceback
+        detail += "\n" + "\n".join(log.splitlines()[-80:])  # a whole traceback
     return Outcome(
         f"SIGTERM stops {cname.removeprefix(rp.prefix + '-')} cleanly", ok, detail, round(took, 1)
     )

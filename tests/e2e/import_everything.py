@@ -24,6 +24,7 @@ Prints one JSON object on stdout.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import gc
 import importlib
@@ -226,27 +227,27 @@ def forked(todo: list[Entry], provided: set[str], extensions: bool, workers: int
         imported += int(report["imported"])
         optional.update(report["optional"])
         failures.update(report["failures"])
-    merged: dict[str, object] = {"imported": imported, "optional": optional, "failures": failures}
-    return merged
+    return {"imported": imported, "optional": optional, "failures": failures}
 
 
 def main(argv: list[str]) -> int:
-    args = argv[1:]
-    extensions = "--extensions" in args
-    workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--extensions", action="store_true")
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv[1:])
     warnings.simplefilter("ignore")
     signal.signal(signal.SIGALRM, _alarm)
     provided = provided_modules()
-    count, todo = entries(extensions)
-    if workers > 1:
+    count, todo = entries(args.extensions)
+    if args.workers > 1:
         with tempfile.TemporaryDirectory(prefix="import-everything-") as scratch:
-            result = forked(todo, provided, extensions, workers, scratch)
+            result = forked(todo, provided, args.extensions, args.workers, scratch)
     else:
-        result = import_all(todo, provided, extensions)
+        result = import_all(todo, provided, args.extensions)
     result["skipped"] = SKIP
-    result["extensions_only"] = extensions
+    result["extensions_only"] = args.extensions
     result["distributions"] = count
-    result["workers"] = workers
+    result["workers"] = args.workers
     sys.stdout.write("\n" + json.dumps(result) + "\n")
     return 0
 
