@@ -55,9 +55,55 @@ def prometheus_query(port: int, promql: str) -> list[dict[str, object]]:
     return doc["data"]["result"]  # type: ignore[no-any-return]
 
 
-def wait_for_series(port: int, promql: str, timeout: float = METRICS_TIMEOUT) -> list[dict]:
+EXPOSITION_SCRIPT = f"""
+import socket
+with socket.create_connection(("127.0.0.1", {met.EXPORTER_PORT}), timeout=10) as conn:
+    conn.sendall(b"GET /metrics HTTP/1.0\\r\\nHost: 127.0.0.1\\r\\n\\r\\n")
+    data = b""
+    while chunk := conn.recv(65536):
+        data += chunk
+print(data.decode(errors="replace"))
+"""
+
+
+def metrics_diagnosis(stack: Stack) -> str:
+    """What each hop of Airflow → exporter → Prometheus shows, for a failure message."""
+    parts = []
+    port = stack.top.prometheus_port
+    try:
+        url = f"http://127.0.0.1:{port}/api/v1/targets"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            targets = json.loads(resp.read())["data"]["activeTargets"]
+        for t in targets:
+            parts.append(f"target {t['scrapeUrl']}: {t['health']} {t.get('lastError', '')!r}")
+    except (OSError, ValueError, KeyError) as exc:
+        parts.append(f"Prometheus targets: {exc!r}")
+    exporter = stack.container(met.EXPORTER)
+    state = podman("inspect", exporter, "--format", "{{.State.Status}} {{.RestartCount}}",
+                   check=False)  # fmt: skip
+    parts.append(f"exporter state, restarts: {state.strip()}")
+    exposition = podman("exec", exporter, "/usr/bin/python3.13", "-c", EXPOSITION_SCRIPT,
+                        check=False)  # fmt: skip
+    statsd = [line for line in exposition.splitlines() if "statsd=" in line]
+    heartbeat = [line for line in statsd if "scheduler_heartbeat" in line]
+    parts.append(f"exporter: {len(statsd)} statsd series; heartbeat: {heartbeat[:3]}")
+    for service in ("scheduler", "dag-processor", "triggerer", "api-server"):
+        log = subprocess.run(
+            ["podman", "logs", stack.container(service)], capture_output=True, text=True,
+            check=False,
+        )  # fmt: skip
+        lines = [
+            line for line in (log.stdout + log.stderr).splitlines()
+            if "statsd" in line.lower() or "StatsClient" in line
+        ]  # fmt: skip
+        parts.append(f"{service} log on StatsD: {lines[-3:]}")
+    return "\n".join(parts)
+
+
+def wait_for_series(stack: Stack, promql: str, timeout: float = METRICS_TIMEOUT) -> list[dict]:
     """Poll until ``promql`` has at least one sample (the exporter flushes every 10 s and
-    Prometheus scrapes every 15 s)."""
+    Prometheus scrapes every 15 s); on timeout, fail with what each hop shows."""
+    port = stack.top.prometheus_port
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -66,7 +112,8 @@ def wait_for_series(port: int, promql: str, timeout: float = METRICS_TIMEOUT) ->
             result = []
         if result:
             return result
-        assert time.monotonic() < deadline, f"no sample of {promql} after {timeout:.0f}s"
+        if time.monotonic() >= deadline:
+            pytest.fail(f"no sample of {promql} after {timeout:.0f}s\n{metrics_diagnosis(stack)}")
         time.sleep(3)
 
 
@@ -147,11 +194,11 @@ def test_compose_stack_end_to_end(stack: Stack) -> None:
     # 1b. --metrics: Prometheus has the scheduler heartbeat and the run's duration
     t_run = time.monotonic()
     port = stack.top.prometheus_port
-    beats = wait_for_series(port, met.HEARTBEAT_METRIC)
+    beats = wait_for_series(stack, met.HEARTBEAT_METRIC)
     assert float(beats[0]["value"][1]) > 0, beats  # type: ignore[index]
     metrics["heartbeat_visible_after_run_seconds"] = round(time.monotonic() - t_run, 1)
     duration = f'{met.DAGRUN_DURATION_METRIC}{{dag_id="example",state="success"}}'
-    series = wait_for_series(port, duration)
+    series = wait_for_series(stack, duration)
     stats = {s["metric"]["stat"]: float(s["value"][1]) for s in series}  # type: ignore[index]
     assert set(stats) == set(met.TIMER_STATS), series
     assert 0 < stats["lower"] <= stats["average"] <= stats["upper"] < 600, stats
@@ -161,7 +208,7 @@ def test_compose_stack_end_to_end(stack: Stack) -> None:
     # (Airflow still names a few DAG-level timings after the DAG whatever the setting, e.g.
     # dagrun.<dag_id>.first_task_scheduling_delay)
     finish = 'airflow_ti_finish_total{dag_id="example",task_id="say",state="success"}'
-    assert float(wait_for_series(port, finish)[0]["value"][1]) >= 1  # type: ignore[index]
+    assert float(wait_for_series(stack, finish)[0]["value"][1]) >= 1  # type: ignore[index]
     names = {s["metric"]["__name__"] for s in prometheus_query(port, '{__name__=~"airflow_.+"}')}
     assert not [n for n in names if n.startswith(("airflow_ti_finish_ex", "airflow_dag_ex"))]
     metrics["metric_names"] = sorted(names)

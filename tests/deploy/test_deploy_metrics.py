@@ -173,6 +173,22 @@ def test_compose_airflow_services_send_statsd(name: str) -> None:
     assert env["AIRFLOW__METRICS__STATSD_PREFIX"] == "airflow"
     assert env["AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED"] == "True"  # the tags, for labels
     assert env["AIRFLOW__METRICS__LEGACY_NAMES_ON"] == "False"
+    # the client that looks the exporter up again when aardvark-dns did not answer its name
+    assert env["AIRFLOW__METRICS__STATSD_CUSTOM_CLIENT_PATH"] == met.STATSD_CLIENT_CLASS
+    mount = "./config/hardflow_statsd.py:/opt/airflow/config/hardflow_statsd.py:ro"
+    assert mount in render_compose(TOP)["services"][name]["volumes"]
+
+
+def test_compose_without_metrics_mounts_no_statsd_client(tmp_path: Path) -> None:
+    doc = render_compose(Topology(IMAGES))
+    assert "hardflow_statsd" not in str(doc) and "STATSD" not in str(doc)
+    write_compose_project(Topology(IMAGES), tmp_path, chown=False)
+    assert not (tmp_path / "config" / met.STATSD_CLIENT_NAME).exists()
+
+
+def test_k8s_renders_leave_the_statsd_client_out() -> None:
+    docs = render_manifests(TOP, K8sOptions())
+    assert "hardflow_statsd" not in str(docs) and "STATSD_HOST" in str(docs)
 
 
 def test_compose_project_files(tmp_path: Path) -> None:
@@ -188,6 +204,11 @@ def test_compose_project_files(tmp_path: Path) -> None:
     for path in project.secret_files:  # no secret reaches the rendered files
         assert path.read_text() not in text and path.read_text() not in config.read_text()
     assert "prometheus" in project.services and "statsd-exporter" in project.services
+    client = tmp_path / "config" / met.STATSD_CLIENT_NAME
+    assert (client.stat().st_mode & 0o777) == 0o644
+    assert client.read_bytes() == met.statsd_client_source()
+    module, _, cls = met.STATSD_CLIENT_CLASS.rpartition(".")
+    assert f"{module}.py" == client.name and f"class {cls}(StatsClient)" in client.read_text()
 
 
 def test_compose_passes_the_manifest_audit(tmp_path: Path) -> None:

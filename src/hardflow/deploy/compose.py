@@ -143,12 +143,15 @@ def _airflow(top: Topology, kind: str, command: list[str], health_role: str) -> 
     env = airflow_environment(top, "CeleryExecutor", "api-server")
     if top.metrics:
         env.update(met.airflow_env(met.EXPORTER))
+        env["AIRFLOW__METRICS__STATSD_CUSTOM_CLIENT_PATH"] = met.STATSD_CLIENT_CLASS
     env.update({var: f"{SECRETS_DIR}/{name}" for var, name in sec.AIRFLOW_FILE_VARIABLES.items()})
     # Every component brings the schema to head before it starts, under Airflow's migration
     # lock: on a current schema this is a quick no-op, on a new one the first container migrates
     # while the others wait on the lock. This is the ordering depends_on would give (see below).
     env["_AIRFLOW_DB_MIGRATE"] = "true"
     volumes = [f"airflow-logs:{LOGS_DIR}", f"./{CONFIG_SUBDIR}/airflow.cfg:{CONFIG_FILE}:ro"]
+    if top.metrics:
+        volumes.append(f"./{CONFIG_SUBDIR}/{met.STATSD_CLIENT_NAME}:{met.STATSD_CLIENT_PATH}:ro")
     if top.dags_dir:
         volumes.append(f"{top.dags_dir}:{DAGS_DIR}:ro")
     secrets = list(AIRFLOW_SECRETS)
@@ -282,6 +285,7 @@ def write_compose_project(
     if top.metrics:
         prometheus_yml = config_dir / met.PROMETHEUS_CONFIG_NAME
         atomic_write(prometheus_yml, met.prometheus_config_text(met.EXPORTER).encode(), 0o644)
+        atomic_write(config_dir / met.STATSD_CLIENT_NAME, met.statsd_client_source(), 0o644)
     compose_file = out_dir / COMPOSE_FILE
     atomic_write(compose_file, dump(render_compose(top), HEADER).encode())
     return ComposeProject(

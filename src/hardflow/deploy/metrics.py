@@ -21,8 +21,10 @@ Pure: the renderers (:mod:`compose`, :mod:`k8s`) place these values in their doc
 
 from __future__ import annotations
 
+from importlib import resources
 from typing import Any
 
+from hardflow.contract import CONFIG_DIR
 from hardflow.deploy.yamlout import dump
 
 # The two services (compose service / Kubernetes Deployment and Service names).
@@ -61,6 +63,19 @@ TAG_LABELS = (
 # The timer statistics collectd's statsd plugin reports (TimerLower/Upper/Sum and the average).
 TIMER_STATS = ("average", "lower", "upper", "sum")
 MAX_NAME_PARTS = 6  # airflow.a.b.c.d.e.f: the longest dotted Airflow name mapped
+
+
+# compose --metrics: Airflow's StatsD client, with the exporter's name looked up again when it
+# did not resolve (hardflow/image/hardflow_statsd.py says why), mounted into $AIRFLOW_HOME/config
+# (on Airflow's sys.path). Kubernetes renders leave it out: cluster DNS has no such gap.
+STATSD_CLIENT_NAME = "hardflow_statsd.py"
+STATSD_CLIENT_PATH = f"{CONFIG_DIR}/{STATSD_CLIENT_NAME}"
+STATSD_CLIENT_CLASS = "hardflow_statsd.ResolvingStatsClient"
+
+
+def statsd_client_source() -> bytes:
+    """The module behind :data:`STATSD_CLIENT_CLASS` (package data, run inside the image)."""
+    return resources.files("hardflow").joinpath("image", STATSD_CLIENT_NAME).read_bytes()
 
 
 def airflow_env(statsd_host: str) -> dict[str, str]:
