@@ -21,6 +21,7 @@ from hardflow.bench.reference import (
     tar_layer,
 )
 from hardflow.bench.report import render_markdown, targets
+from hardflow.bench.run import cpu_calibration, cpu_model
 from hardflow.bench.runtime import (
     RunTarget,
     components_healthy,
@@ -101,6 +102,24 @@ def test_markdown_table_has_both_images_ratio_and_misses() -> None:
     assert md.count("**MISS**") == 6
     assert "| warm rebuild, one baked DAG edited | 8.8 s (7.8–9.8) |" in md
     assert "idna 3.11 → 3.10" in md and "- a note" in md
+
+
+def test_the_run_line_names_the_cpu_and_its_calibration() -> None:
+    result = _result(115e6, 180e6, 10, 15, 35, 80e6)
+    assert "on 2 CPUs, ? GB RAM" in render_markdown(result)  # a result from before the keys
+    result["host"] = {
+        "cpus": 2, "cpu_model": "AMD EPYC", "cpu_calibration_s": 0.226,
+        "calibration_python": "3.11.7", "memory_gb": 23.5, "engine": "podman version 4.3.1",
+    }  # fmt: skip
+    line = "on 2 CPUs (AMD EPYC), CPU calibration 0.226 s (Python 3.11.7), 23.5 GB RAM, podman"
+    assert line in render_markdown(result)
+
+
+def test_cpu_model_and_calibration() -> None:
+    cpuinfo = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n"
+    assert cpu_model(cpuinfo) == "AMD EPYC 7B13"
+    assert cpu_model("processor\t: 0\nmodel name\t:\n") == ""  # arm64 kernels name none
+    assert 0 < cpu_calibration(repeat=1) < 30
 
 
 def test_process_labels_match_across_images() -> None:

@@ -242,7 +242,12 @@ def _host(result: Mapping[str, Any]) -> str:
     host = result.get("host") or {}
     if not isinstance(host, Mapping):
         return "?"
-    return (
-        f"{host.get('cpus', '?')} CPUs, {host.get('memory_gb', '?')} GB RAM, "
-        f"{host.get('engine', '?')}"
-    )
+    cpu = f"{host.get('cpus', '?')} CPUs"
+    if host.get("cpu_model"):
+        cpu += f" ({host['cpu_model']})"
+    if host.get("cpu_calibration_s") is not None:
+        cpu += (
+            f", CPU calibration {host['cpu_calibration_s']} s "
+            f"(Python {host.get('calibration_python', '?')})"
+        )
+    return f"{cpu}, {host.get('memory_gb', '?')} GB RAM, {host.get('engine', '?')}"

@@ -74,6 +74,35 @@ class BenchOptions:
     timeout: float = 900.0
 
 
+CALIBRATION_LOOP = 3_000_000
+
+
+def cpu_model(cpuinfo: str) -> str:
+    """The first ``model name`` of /proc/cpuinfo's text ("" when it names none)."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and value.strip():
+            return value.strip()
+    return ""
+
+
+def cpu_calibration(repeat: int = 5) -> float:
+    """Seconds this interpreter takes for a fixed pure-Python loop (the best of ``repeat``).
+
+    Airflow's start is interpreter-bound, so this is the figure that tells two machines'
+    start-up times apart: times measured on different machines compare only after dividing by
+    it (or as ratios to the reference, measured on the same machine).
+    """
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        total = 0
+        for i in range(CALIBRATION_LOOP):
+            total += i * i
+        best = min(best, time.perf_counter() - start)
+    return round(best, 3)
+
+
 def host_info(engine: eng.Engine) -> dict[str, object]:
     mem = 0
     try:
@@ -84,8 +113,15 @@ def host_info(engine: eng.Engine) -> dict[str, object]:
         pass
     version = subprocess.run([engine.path, "--version"], capture_output=True, text=True,
                              check=False).stdout.strip()  # fmt: skip
+    try:
+        model = cpu_model(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        model = ""
     return {
         "cpus": os.cpu_count(),
+        "cpu_model": model or platform.processor() or "?",
+        "cpu_calibration_s": cpu_calibration(),
+        "calibration_python": platform.python_version(),
         "memory_gb": round(mem / 2**30, 1),
         "kernel": platform.release(),
         "engine": version or engine.name,
