@@ -16,7 +16,8 @@ give each series its Airflow name and turn Airflow's tags (sent in the InfluxDB 
   ``airflow_dagrun_duration_observations`` (how many runs ended in that interval)
 - ``airflow.dag_processing.import_errors`` (gauge) → ``airflow_dag_processing_import_errors``
 
-Pure: the renderers (:mod:`compose`, :mod:`k8s`) place these values in their documents.
+Pure apart from reading the packaged StatsD client module (:func:`statsd_client_source`): the
+renderers (:mod:`compose`, :mod:`k8s`) place these values in their documents.
 """
 
 from __future__ import annotations
